@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import typing
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from slmops.core.step import Step
+from slmops.core.threads import run_blocking
 from slmops.errors import StepDefinitionError
 
 _MISSING = inspect.Parameter.empty
 
 
-def _declared_types(fn: Callable[..., Any]) -> tuple[Any, Any]:
-    """Input type (the only parameter's annotation) and output type (the return's)."""
+def _declared_types(fn: Callable[..., Any], *, need: bool) -> tuple[Any, Any]:
+    """Input type (the one required parameter's annotation) and output type (the return's)."""
+    target = fn if inspect.isroutine(fn) else getattr(fn, "__call__", fn)  # noqa: B004
     try:
-        hints = typing.get_type_hints(fn)
-    except (NameError, TypeError):
-        hints = {}
-    params = list(inspect.signature(fn).parameters.values())
-    if len(params) != 1:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+    except (TypeError, ValueError):  # some builtins have no signature
+        params = []
+    else:
+        if len(params) != 1:
+            raise StepDefinitionError(
+                f"function {getattr(fn, '__name__', fn)!r} must take exactly one required "
+                f"argument (its input), not {len(params)}"
+            )
+    if not need:
+        return _MISSING, _MISSING
+    try:
+        hints = typing.get_type_hints(target)
+    except NameError as exc:
         raise StepDefinitionError(
-            f"function {fn.__name__!r} must take exactly one argument (its input), "
-            f"not {len(params)}"
-        )
-    return hints.get(params[0].name, _MISSING), hints.get("return", _MISSING)
+            f"the annotations of {getattr(fn, '__name__', fn)!r} cannot be resolved ({exc}); "
+            "define their types at module level or pass input_type=/output_type="
+        ) from None
+    except TypeError:  # builtins and other objects without annotations
+        hints = {}
+    first = hints.get(params[0].name, _MISSING) if params else _MISSING
+    return first, hints.get("return", _MISSING)
 
 
 class Function(Step[Any, Any]):
@@ -48,10 +65,11 @@ class Function(Step[Any, Any]):
     ) -> None:
         if not callable(fn):
             raise StepDefinitionError(f"Function needs a callable, got {type(fn).__name__}")
-        declared_in, declared_out = _declared_types(fn)
+        explicit = input_type is not None and output_type is not None
+        declared_in, declared_out = _declared_types(fn, need=not explicit)
         input_type = input_type if input_type is not None else declared_in
         output_type = output_type if output_type is not None else declared_out
-        label = name or getattr(fn, "__name__", "function")
+        label = name or getattr(fn, "__name__", None) or type(fn).__name__
         for side, tp in (("input", input_type), ("output", output_type)):
             if tp is _MISSING:
                 raise StepDefinitionError(
@@ -68,7 +86,7 @@ class Function(Step[Any, Any]):
         if self.is_async:
             return await self.fn(value)
         if self.offload or self.timeout_s is not None:
-            return await asyncio.to_thread(self.fn, value)
+            return await run_blocking(self.fn, value)
         return self.fn(value)
 
 

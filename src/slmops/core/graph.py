@@ -76,7 +76,8 @@ class Graph:
     def dot(self) -> str:
         lines = [
             "digraph slmops {",
-            '  rankdir=TB; node [fontname="Helvetica", fontsize=11]; edge [fontsize=10];',
+            '  rankdir=TB; graph [fontname="Helvetica", fontsize=12];',
+            '  node [fontname="Helvetica", fontsize=11]; edge [fontname="Helvetica", fontsize=10];',
         ]
 
         def emit(cluster_id: str | None, indent: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -15,6 +14,7 @@ from opentelemetry import trace as otel_trace
 from pydantic import BaseModel, ValidationError
 
 from slmops.core.step import Step, current_step_path
+from slmops.core.threads import run_blocking
 from slmops.core.tracing import to_attribute
 from slmops.core.typing_rules import adapter
 from slmops.errors import StepDefinitionError, StepInputError, StepOutputError
@@ -144,11 +144,11 @@ class LLMCall(Step[Any, Any]):
         messages = self.render(value)
         span = otel_trace.get_current_span()
         span.set_attribute("gen_ai.prompt", to_attribute([m.model_dump() for m in messages]))
-        model = self._model or await asyncio.to_thread(load_chat_model, self.model_uri)
+        model = self._model or await run_blocking(load_chat_model, self.model_uri)
         results: list[ChatResult] = []
         try:
             if not self.structured:
-                results.append(await asyncio.to_thread(model.chat, messages, self.params))
+                results.append(await run_blocking(model.chat, messages, self.params))
                 return results[-1].text
             return await self._structured(model, messages, results)
         finally:
@@ -160,7 +160,7 @@ class LLMCall(Step[Any, Any]):
         conversation = list(messages)
         problem = ""
         for _ in range(self.parse_retries + 1):
-            result = await asyncio.to_thread(
+            result = await run_blocking(
                 model.chat, conversation, self.params, json_schema=self._schema
             )
             results.append(result)

@@ -47,7 +47,7 @@ Validator = Callable[[Any], object]
 """Called with a validated value; rejects it by raising ValueError/AssertionError or
 returning ``False``."""
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:\- ]{1,100}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:+>\- ]{1,100}$")
 _current_path: ContextVar[str] = ContextVar("slmops_step_path", default="")
 
 
@@ -112,7 +112,7 @@ class Step(Generic[I, O]):
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise StepDefinitionError(
-                f"step name {name!r} must be 1-100 letters, digits, spaces or '_.:-' (no '/')"
+                f"step name {name!r} must be 1-100 letters, digits, spaces or '_.:+>-' (no '/')"
             )
         self.name = name
         self.input_type = input_type
@@ -250,7 +250,9 @@ class Step(Generic[I, O]):
                 except BaseException as exc:
                     self._record_failure(span, exc)
                     if isinstance(exc, Exception) and not isinstance(exc, SlmopsError):
-                        raise StepExecutionError(f"{type(exc).__name__}: {exc}", path=path) from exc
+                        wrapped = StepExecutionError(f"{type(exc).__name__}: {exc}", path=path)
+                        wrapped._slmops_recorded = True  # type: ignore[attr-defined]
+                        raise wrapped from exc
                     raise
         finally:
             _current_path.reset(token)

@@ -31,7 +31,12 @@ class SentenceTransformerEmbedder:
             raise ModelError(f"cannot load embedder from {folder}: {exc}") from exc
         self._uri = uri or f"st:{folder}"
         self._lock = threading.Lock()
-        dimension = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the method; keep working with 5.x as well.
+        get_dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dimension = get_dimension()
         if not dimension:
             raise ModelError(f"{folder}: embedder reports no dimension")
         self._dimension = int(dimension)

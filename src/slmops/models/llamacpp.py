@@ -52,7 +52,12 @@ class _TokenCounter:
 
 class LlamaCppChatModel:
     """A GGUF chat model. One llama.cpp context is not thread-safe, so calls are serialised
-    by a lock; a streaming call holds it until its iterator is exhausted or closed."""
+    by a lock; a streaming call holds it until its iterator is exhausted or closed.
+
+    Every generation starts from a reset context: llama.cpp's reuse of the previous prompt's
+    KV cache changes greedy outputs (measured: the same prompt at temperature 0 gave two
+    different answers depending on the call before it), and repeatable answers matter more
+    for caching and evaluation than the prompt re-evaluation this costs a 135M model."""
 
     def __init__(
         self,
@@ -131,6 +136,7 @@ class LlamaCppChatModel:
         started = time.perf_counter()
         with self._lock:
             try:
+                self._llm.reset()
                 out = self._llm.create_completion(prompt, **kwargs)
             except ValueError as exc:  # e.g. prompt + max_tokens exceed the context window
                 raise ModelError(f"{self._uri}: {exc}") from exc
@@ -175,6 +181,7 @@ class LlamaCppChatModel:
         kwargs["stopping_criteria"] = self._stopping_list([counter])
         with self._lock:
             try:
+                self._llm.reset()
                 pieces = self._llm.create_completion(prompt, stream=True, **kwargs)
                 finish: FinishReason = "stop"
                 for piece in pieces:

@@ -1,0 +1,1 @@
+"""Applications built from the composition core (app stacks arrive here)."""

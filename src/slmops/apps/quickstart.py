@@ -1,0 +1,74 @@
+"""The quickstart app: a small composed question-answering app on the shipped model.
+
+It shows each kind of step at work: a validated input, a Function that normalises the
+question, a Decision that picks a prompt, cached LLM calls with retry and timeout, and a
+Function that checks the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from slmops.core import Chain, Decision, Function, LLMCall, Retry, Step
+from slmops.models.base import GenerationParams
+
+DEFAULT_QUESTION = "What is the capital of France?"
+_DEFINITION_STARTS = ("what is", "what are", "define", "explain", "who is", "who was")
+
+
+class Question(BaseModel):
+    question: str = Field(min_length=3, max_length=1000)
+
+
+class Answer(BaseModel):
+    question: str
+    answer: str = Field(min_length=1)
+
+
+def normalize(q: Question) -> Question:
+    text = " ".join(q.question.split())
+    return Question(question=text if text.endswith("?") else text + "?")
+
+
+def question_kind(q: Question) -> Literal["explain", "answer"]:
+    return "explain" if q.question.lower().startswith(_DEFINITION_STARTS) else "answer"
+
+
+def answer_is_not_empty(text: str) -> bool:
+    return bool(text.strip())
+
+
+def build_quickstart(model: str = "local:smollm2-135m") -> Step[Question, str]:
+    """Question -> Chain(normalize, Decision(explain | answer), finalize) -> answer text."""
+    params = GenerationParams(max_tokens=96, temperature=0.0)
+    options = {"retry": Retry(attempts=2, backoff_s=0.2), "timeout_s": 120.0, "cache": True}
+    explain = LLMCall(
+        "explain",
+        model=model,
+        system="You are a concise, factual assistant.",
+        prompt="{{ question }} Answer in one or two short sentences.",
+        input_type=Question,
+        params=params,
+        output_validators=[answer_is_not_empty],
+        **options,
+    )
+    answer = LLMCall(
+        "answer",
+        model=model,
+        system="You are a concise, factual assistant.",
+        prompt="Answer briefly and directly: {{ question }}",
+        input_type=Question,
+        params=params,
+        output_validators=[answer_is_not_empty],
+        **options,
+    )
+    return Chain(
+        "quickstart",
+        [
+            Function(normalize),
+            Decision("route", question_kind, {"explain": explain, "answer": answer}),
+            Function(lambda text: text.strip(), name="finalize", input_type=str, output_type=str),
+        ],
+    )

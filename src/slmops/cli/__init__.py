@@ -1,0 +1,1 @@
+"""The ``slmops`` command: thin shells over library calls, one module per command group."""

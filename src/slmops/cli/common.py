@@ -1,0 +1,30 @@
+"""What every command shares: the console, the workspace option and error reporting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from slmops.core.runtime import Runtime
+from slmops.store.workspace import Workspace
+
+console = Console()
+error_console = Console(stderr=True)
+
+WorkspaceOption = typer.Option(
+    None,
+    "--workspace",
+    "-w",
+    help="Workspace folder (default: $SLMOPS_HOME, else ./.slmops).",
+    show_default=False,
+)
+
+
+def open_workspace(workspace: Path | None) -> Workspace:
+    return Workspace.open(workspace)
+
+
+def open_runtime(workspace: Path | None) -> Runtime:
+    return Runtime.from_workspace(open_workspace(workspace))

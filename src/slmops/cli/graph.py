@@ -1,0 +1,60 @@
+"""``slmops graph MODULE:OBJECT``: draw any composed step."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slmops.cli.common import console
+from slmops.core.step import Step
+from slmops.errors import SlmopsError
+
+
+def load_step(reference: str) -> Step[Any, Any]:
+    """Import ``module:attribute`` (a step, or a function of no arguments returning one)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise SlmopsError(f"{reference!r} is not of the form 'module:object'")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # let users point at modules in their project
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SlmopsError(f"cannot import module {module_name!r}: {exc}") from exc
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        raise SlmopsError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(target, Step) and callable(target):
+        target = target()
+    if not isinstance(target, Step):
+        raise SlmopsError(f"{reference} is a {type(target).__name__}, not an slmops step")
+    return target
+
+
+def graph_command(
+    reference: str = typer.Argument(
+        ..., help="module:object, e.g. slmops.apps.quickstart:build_quickstart"
+    ),
+    fmt: str = typer.Option("mermaid", "--format", "-f", help="mermaid, dot, svg or png."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
+) -> None:
+    """Draw a composed step as Mermaid, DOT, SVG or PNG."""
+    graph = load_step(reference).graph()
+    if fmt in ("svg", "png"):
+        target = output or Path(f"graph.{fmt}")
+        graph.render(target.with_suffix(f".{fmt}"))
+        console.print(f"wrote {target.with_suffix(f'.{fmt}')}")
+        return
+    if fmt not in ("mermaid", "dot"):
+        raise SlmopsError(f"unknown format {fmt!r}: use mermaid, dot, svg or png")
+    text = graph.mermaid() if fmt == "mermaid" else graph.dot()
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        console.print(text, markup=False, highlight=False, end="", soft_wrap=True)

@@ -1,0 +1,56 @@
+"""Shared fixtures: every test runs against its own temporary workspace."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slmops.core.runtime import Runtime, use_runtime
+from slmops.models import ChatModel, load_chat_model, load_embedder
+from slmops.store import Workspace
+from slmops.store.traces import get_trace
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    monkeypatch.setenv("SLMOPS_HOME", str(tmp_path / "ws"))
+    with Workspace.open(tmp_path / "ws") as ws:
+        yield ws
+
+
+@pytest.fixture(autouse=True)
+def runtime(workspace: Workspace) -> Iterator[Runtime]:
+    """Runs inside tests trace and cache into the test's workspace, never into ./.slmops."""
+    rt = Runtime.from_workspace(workspace)
+    with use_runtime(rt):
+        yield rt
+
+
+@pytest.fixture
+def spans_of(workspace: Workspace) -> Any:
+    """spans_of(trace_id) -> {span name: span row} for a stored trace."""
+
+    def lookup(trace_id: str) -> dict[str, dict[str, Any]]:
+        _, spans = get_trace(workspace.engine, trace_id)
+        return {span["name"]: span for span in spans}
+
+    return lookup
+
+
+@pytest.fixture(scope="session")
+def shipped_chat_model() -> ChatModel:
+    return load_chat_model("local:smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def shipped_embedder() -> Any:
+    return load_embedder("local:all-minilm-l6-v2")
+
+
+requires_graphviz = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="Graphviz 'dot' is not installed (apt-get install graphviz)"
+)

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from slmops.errors import ConfigError, NotFoundError, WorkspaceError
+from slmops.store import Workspace, resolve_home
+from slmops.store.artifacts import ArtifactStore
+
+
+def test_home_resolution_prefers_argument_then_env_then_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLMOPS_HOME", str(tmp_path / "from-env"))
+    assert resolve_home(tmp_path / "explicit") == (tmp_path / "explicit").resolve()
+    assert resolve_home() == (tmp_path / "from-env").resolve()
+    monkeypatch.delenv("SLMOPS_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_home() == (tmp_path / ".slmops").resolve()
+
+
+def test_open_creates_schema_and_is_idempotent(tmp_path):
+    with Workspace.open(tmp_path / "ws") as ws:
+        tables = set(inspect(ws.engine).get_table_names())
+        assert {"traces", "spans", "cache_entries", "artifacts", "alembic_version"} <= tables
+        assert ws.schema_revision() == "0001"
+    with Workspace.open(tmp_path / "ws") as again:  # reopening migrates nothing and loses nothing
+        assert again.schema_revision() == "0001"
+    assert (tmp_path / "ws" / "slmops.db").is_file()
+
+
+def test_config_file_is_read_and_env_overrides_it(tmp_path, monkeypatch):
+    home = tmp_path / "configured"
+    home.mkdir()
+    (home / "config.toml").write_text('chat_model = "gguf:/models/a.gguf"\n')
+    monkeypatch.setenv("SLMOPS_EMBEDDER", "st:/models/e5")
+    with Workspace.open(home) as ws:
+        assert ws.settings.chat_model == "gguf:/models/a.gguf"
+        assert ws.settings.embedder == "st:/models/e5"
+
+
+def test_malformed_config_names_the_file(tmp_path):
+    home = tmp_path / "configured"
+    home.mkdir()
+    (home / "config.toml").write_text("chat_model = \n")
+    with pytest.raises(ConfigError, match=r"config\.toml: not valid TOML"):
+        Workspace.open(home)
+
+
+def test_unknown_config_key_is_refused_by_name(tmp_path):
+    home = tmp_path / "configured"
+    home.mkdir()
+    (home / "config.toml").write_text('chat_modle = "local:smollm2-135m"\n')
+    with pytest.raises(ConfigError, match="chat_modle: Extra inputs are not permitted"):
+        Workspace.open(home)
+
+
+def test_bad_cache_url_is_refused(tmp_path):
+    home = tmp_path / "configured"
+    home.mkdir()
+    (home / "config.toml").write_text('cache_url = "memcached://x"\n')
+    with pytest.raises(ConfigError, match="cache_url"):
+        Workspace.open(home)
+
+
+def test_unusable_database_url_is_a_workspace_error(tmp_path):
+    home = tmp_path / "configured"
+    home.mkdir()
+    (home / "config.toml").write_text('database_url = "nosuchdb://x"\n')
+    with pytest.raises(WorkspaceError, match="nosuchdb"):
+        Workspace.open(home)
+
+
+def test_artifacts_round_trip_and_reject_escaping_keys(tmp_path):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    uri = store.put_bytes("corpora/handbook/v1.bin", b"\x00data")
+    assert Path(uri).read_bytes() == b"\x00data"
+    assert store.get_bytes("corpora/handbook/v1.bin") == b"\x00data"
+    assert store.exists("corpora/handbook/v1.bin")
+    # no temporary files are left beside the artifact
+    assert os.listdir(tmp_path / "artifacts" / "corpora" / "handbook") == ["v1.bin"]
+    with pytest.raises(WorkspaceError, match="relative path"):
+        store.put_bytes("../outside", b"x")
+    with pytest.raises(NotFoundError, match="missing"):
+        store.get_bytes("missing")
+    store.delete("corpora/handbook/v1.bin")
+    assert not store.exists("corpora/handbook/v1.bin")
+
+
+def test_artifacts_work_on_other_fsspec_filesystems():
+    store = ArtifactStore("memory://slmops-test")
+    assert store.uri("a/b") == "memory:///slmops-test/a/b"
+    store.put_bytes("a/b", b"x")
+    assert store.get_bytes("a/b") == b"x"
+
+
+POSTGRES_URL = os.environ.get("SLMOPS_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set SLMOPS_TEST_POSTGRES_URL to test Postgres")
+def test_postgres_workspace_migrates_stores_traces_and_caches(tmp_path, monkeypatch):
+    from slmops.core import Function, Runtime, use_runtime
+    from slmops.store.traces import get_trace
+
+    monkeypatch.setenv("SLMOPS_DATABASE_URL", POSTGRES_URL)
+    with Workspace.open(tmp_path / "pg") as ws:
+        assert ws.engine.dialect.name == "postgresql"
+        assert ws.schema_revision() == "0001"
+        calls = []
+
+        def double(x: int) -> int:
+            calls.append(x)
+            return 2 * x
+
+        step = Function(double, cache=True, version=str(tmp_path))  # unique per test run
+        with use_runtime(Runtime.from_workspace(ws)):
+            first = step.invoke(21)
+            second = step.invoke(21)
+        assert (first.output, second.output, calls) == (42, 42, [21])
+        trace, spans = get_trace(ws.engine, second.trace_id)
+        assert spans[0]["attributes"]["slmops.cache.hit"] is True
