@@ -91,3 +91,28 @@ def test_gguf_converts_to_a_transformers_checkpoint_served_by_hf_uri(tmp_path):
     )
     assert "Paris" in result.text
     assert result.usage.completion_tokens <= 12
+
+
+def test_closing_a_stream_stops_generation(shipped_chat_model):
+    import time
+
+    params = GenerationParams(max_tokens=400)
+    stream = shipped_chat_model.stream(ask("Write a very long essay about the sea."), params)
+    next(stream), next(stream)
+    started = time.perf_counter()
+    stream.close()
+    quick = shipped_chat_model.chat(ask("Say hi."), GenerationParams(max_tokens=4))
+    # 400 tokens would take ~4 s; the model is free again at once.
+    assert time.perf_counter() - started < 1.5
+    assert quick.usage.completion_tokens <= 4
+
+
+def test_calls_from_many_threads_are_serialised_correctly(shipped_chat_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = GenerationParams(max_tokens=20)
+    question = ask("What is the capital of France? Answer in one sentence.")
+    expected = shipped_chat_model.chat(question, params).text
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: shipped_chat_model.chat(question, params).text, range(4)))
+    assert answers == [expected] * 4

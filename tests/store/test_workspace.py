@@ -79,7 +79,8 @@ def test_artifacts_round_trip_and_reject_escaping_keys(tmp_path):
     assert store.get_bytes("corpora/handbook/v1.bin") == b"\x00data"
     assert store.exists("corpora/handbook/v1.bin")
     # no temporary files are left beside the artifact
-    assert os.listdir(tmp_path / "artifacts" / "corpora" / "handbook") == ["v1.bin"]
+    folder = tmp_path / "artifacts" / "corpora" / "handbook"
+    assert [p.name for p in folder.iterdir()] == ["v1.bin"]
     with pytest.raises(WorkspaceError, match="relative path"):
         store.put_bytes("../outside", b"x")
     with pytest.raises(NotFoundError, match="missing"):
@@ -118,5 +119,5 @@ def test_postgres_workspace_migrates_stores_traces_and_caches(tmp_path, monkeypa
             first = step.invoke(21)
             second = step.invoke(21)
         assert (first.output, second.output, calls) == (42, 42, [21])
-        trace, spans = get_trace(ws.engine, second.trace_id)
+        _, spans = get_trace(ws.engine, second.trace_id)
         assert spans[0]["attributes"]["slmops.cache.hit"] is True

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from slmops.core import Chain, Decision, Function, LLMCall, Retry, Step
-from slmops.models.base import GenerationParams
+from slmops.models.base import ChatModel, GenerationParams
 
 DEFAULT_QUESTION = "What is the capital of France?"
 _DEFINITION_STARTS = ("what is", "what are", "define", "explain", "who is", "who was")
@@ -40,7 +40,7 @@ def answer_is_not_empty(text: str) -> bool:
     return bool(text.strip())
 
 
-def build_quickstart(model: str = "local:smollm2-135m") -> Step[Question, str]:
+def build_quickstart(model: str | ChatModel = "local:smollm2-135m") -> Step[Question, str]:
     """Question -> Chain(normalize, Decision(explain | answer), finalize) -> answer text."""
     params = GenerationParams(max_tokens=96, temperature=0.0)
     options = {"retry": Retry(attempts=2, backoff_s=0.2), "timeout_s": 120.0, "cache": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from slmops.cli import graph, quickstart, trace
 from slmops.cli.common import error_console
@@ -23,24 +24,13 @@ app.add_typer(trace.app, name="trace")
 
 
 def main() -> None:
-    """Run the CLI; slmops errors become one red line and exit status 1."""
+    """Run the CLI; slmops errors become one red line and exit status 1. Usage errors are
+    reported by Typer itself (exit status 2)."""
     try:
-        app(standalone_mode=False)
+        app()
     except SlmopsError as exc:
-        error_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        error_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
-    except KeyboardInterrupt:
-        error_console.print("[red]interrupted[/]")
-        sys.exit(130)
-    except (typer.Exit, typer.Abort) as exc:
-        sys.exit(getattr(exc, "exit_code", 1))
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable
@@ -36,10 +37,8 @@ async def run_blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             result, error = context.run(fn, *args, **kwargs), None
         except BaseException as exc:  # handed to the awaiting coroutine
             result, error = None, exc
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop has closed: nobody is waiting any more
-            pass
 
     threading.Thread(target=target, name="slmops-blocking", daemon=True).start()
     return await future
