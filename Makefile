@@ -1,0 +1,38 @@
+# slmops task runner. Every target builds its own virtual environment in $(VENV).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Prebuilt wheels (llama-cpp-python compiles for ~6 minutes on 2 cores) are reused from here.
+WHEELS ?= $(HOME)/.cache/slmops-wheels
+PIP := $(BIN)/python -m pip install --find-links $(WHEELS)
+
+.PHONY: install install-test quickstart test lint format bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	mkdir -p $(WHEELS)
+	$(PIP) torch==2.13.0 -e .
+
+install-test: $(BIN)/python
+	mkdir -p $(WHEELS)
+	$(PIP) torch==2.13.0 -e '.[test]'
+
+quickstart: install
+	$(BIN)/slmops quickstart
+
+test: install-test
+	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format:
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench:
+	$(BIN)/python bench/bench_foundation.py

@@ -1,0 +1,64 @@
+"""Project-wide rules: imports flow one way through the layers; importing is side-effect free."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "slmops"
+# Lowest first. A module may import from its own layer and any layer before it.
+LAYERS = ["errors", "store", "models", "core", "apps", "cli"]
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "slmops" or len(parts) < 2:
+        return None
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else None
+
+
+def test_imports_flow_downward_only():
+    violations = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        own = layer_of(".".join(relative.parts))
+        if own is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                imported = layer_of(name)
+                if imported is not None and imported > own:
+                    violations.append(f"{relative}: imports {name}")
+    assert violations == []
+
+
+def test_heavy_backends_are_not_imported_by_core_modules():
+    heavy = {"llama_cpp", "torch", "sentence_transformers", "transformers", "lancedb", "fastapi"}
+    for path in (PACKAGE / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only: lazy imports inside functions are fine
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert (module or "").split(".")[0] not in heavy, f"{path.name} imports {module}"
+
+
+def test_import_slmops_loads_no_model_library_and_writes_nothing(tmp_path):
+    code = (
+        "import sys, slmops\n"
+        "heavy = [m for m in ('torch', 'llama_cpp', 'sentence_transformers') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=clean, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+    assert list(clean.iterdir()) == []  # no ./.slmops created by importing
