@@ -24,13 +24,14 @@ class Flaky:
         return x * 10
 
 
+def flaky_step(flaky: Flaky, **options) -> Function:
+    return Function(flaky, name="flaky", input_type=int, output_type=int, **options)
+
+
 def test_retry_succeeds_after_transient_failures(spans_of):
     flaky = Flaky(failures=2)
-    step = Function(
+    step = flaky_step(
         flaky,
-        name="flaky",
-        input_type=int,
-        output_type=int,
         retry=Retry(attempts=3, backoff_s=0.01),
     )
     result = step.invoke(4)
@@ -44,7 +45,7 @@ def test_retry_succeeds_after_transient_failures(spans_of):
 
 def test_retry_gives_up_after_the_configured_attempts():
     flaky = Flaky(failures=5)
-    step = Function(flaky, name="flaky", input_type=int, output_type=int, retry=2)
+    step = flaky_step(flaky, retry=2)
     with pytest.raises(StepExecutionError, match="ConnectionError: failure 2"):
         step.with_options(retry=Retry(attempts=2, backoff_s=0)).run(1)
     assert flaky.calls == 2
@@ -52,11 +53,8 @@ def test_retry_gives_up_after_the_configured_attempts():
 
 def test_retry_only_on_the_listed_exceptions():
     flaky = Flaky(failures=1, exc=ValueError)
-    step = Function(
+    step = flaky_step(
         flaky,
-        name="flaky",
-        input_type=int,
-        output_type=int,
         retry=Retry(attempts=3, backoff_s=0, on=(ConnectionError,)),
     )
     with pytest.raises(StepExecutionError, match="ValueError"):
@@ -66,11 +64,8 @@ def test_retry_only_on_the_listed_exceptions():
 
 def test_backoff_waits_between_attempts():
     flaky = Flaky(failures=2)
-    step = Function(
+    step = flaky_step(
         flaky,
-        name="flaky",
-        input_type=int,
-        output_type=int,
         retry=Retry(attempts=3, backoff_s=0.05, max_backoff_s=1),
     )
     started = time.perf_counter()
@@ -143,7 +138,7 @@ def test_fallback_must_fit_the_step():
 
 def test_options_work_on_composite_steps():
     flaky = Flaky(failures=1)
-    inner = Function(flaky, name="flaky", input_type=int, output_type=int)
+    inner = flaky_step(flaky)
     chain = Chain("c", [inner], retry=Retry(attempts=2, backoff_s=0))
     assert chain.run(2) == 20 and flaky.calls == 2
 

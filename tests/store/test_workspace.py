@@ -40,35 +40,20 @@ def test_config_file_is_read_and_env_overrides_it(tmp_path, monkeypatch):
         assert ws.settings.embedder == "st:/models/e5"
 
 
-def test_malformed_config_names_the_file(tmp_path):
+@pytest.mark.parametrize(
+    ("config", "error", "message"),
+    [
+        ("chat_model = \n", ConfigError, r"config\.toml: not valid TOML"),
+        ('chat_modle = "local:smollm2-135m"\n', ConfigError, "chat_modle: Extra inputs are not"),
+        ('cache_url = "memcached://x"\n', ConfigError, "cache_url: Value error, must be unset"),
+        ('database_url = "nosuchdb://x"\n', WorkspaceError, "database URL 'nosuchdb://x'"),
+    ],
+)
+def test_bad_config_is_refused_with_a_message_naming_the_problem(tmp_path, config, error, message):
     home = tmp_path / "configured"
     home.mkdir()
-    (home / "config.toml").write_text("chat_model = \n")
-    with pytest.raises(ConfigError, match=r"config\.toml: not valid TOML"):
-        Workspace.open(home)
-
-
-def test_unknown_config_key_is_refused_by_name(tmp_path):
-    home = tmp_path / "configured"
-    home.mkdir()
-    (home / "config.toml").write_text('chat_modle = "local:smollm2-135m"\n')
-    with pytest.raises(ConfigError, match="chat_modle: Extra inputs are not permitted"):
-        Workspace.open(home)
-
-
-def test_bad_cache_url_is_refused(tmp_path):
-    home = tmp_path / "configured"
-    home.mkdir()
-    (home / "config.toml").write_text('cache_url = "memcached://x"\n')
-    with pytest.raises(ConfigError, match="cache_url"):
-        Workspace.open(home)
-
-
-def test_unusable_database_url_is_a_workspace_error(tmp_path):
-    home = tmp_path / "configured"
-    home.mkdir()
-    (home / "config.toml").write_text('database_url = "nosuchdb://x"\n')
-    with pytest.raises(WorkspaceError, match="nosuchdb"):
+    (home / "config.toml").write_text(config)
+    with pytest.raises(error, match=message):
         Workspace.open(home)
 
 

@@ -40,30 +40,25 @@ def answer_is_not_empty(text: str) -> bool:
     return bool(text.strip())
 
 
+def _ask(name: str, prompt: str, model: str | ChatModel) -> LLMCall:
+    return LLMCall(
+        name,
+        model=model,
+        system="You are a concise, factual assistant.",
+        prompt=prompt,
+        input_type=Question,
+        params=GenerationParams(max_tokens=96, temperature=0.0),
+        output_validators=[answer_is_not_empty],
+        retry=Retry(attempts=2, backoff_s=0.2),
+        timeout_s=120.0,
+        cache=True,
+    )
+
+
 def build_quickstart(model: str | ChatModel = "local:smollm2-135m") -> Step[Question, str]:
     """Question -> Chain(normalize, Decision(explain | answer), finalize) -> answer text."""
-    params = GenerationParams(max_tokens=96, temperature=0.0)
-    options = {"retry": Retry(attempts=2, backoff_s=0.2), "timeout_s": 120.0, "cache": True}
-    explain = LLMCall(
-        "explain",
-        model=model,
-        system="You are a concise, factual assistant.",
-        prompt="{{ question }} Answer in one or two short sentences.",
-        input_type=Question,
-        params=params,
-        output_validators=[answer_is_not_empty],
-        **options,
-    )
-    answer = LLMCall(
-        "answer",
-        model=model,
-        system="You are a concise, factual assistant.",
-        prompt="Answer briefly and directly: {{ question }}",
-        input_type=Question,
-        params=params,
-        output_validators=[answer_is_not_empty],
-        **options,
-    )
+    explain = _ask("explain", "{{ question }} Answer in one or two short sentences.", model)
+    answer = _ask("answer", "Answer briefly and directly: {{ question }}", model)
     return Chain(
         "quickstart",
         [
