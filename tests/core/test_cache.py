@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import BaseModel
 
@@ -101,3 +103,26 @@ def test_without_a_cache_backend_steps_still_run():
         step = cached_square(counter)
         step.run(1), step.run(1)
     assert counter.calls == 2
+
+
+REDIS_URL = os.environ.get("SLMOPS_TEST_REDIS_URL")
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="set SLMOPS_TEST_REDIS_URL to test a real Redis")
+def test_workspace_cache_url_uses_a_real_redis(tmp_path, monkeypatch):
+    import redis
+
+    from slmops.store import Workspace
+
+    monkeypatch.setenv("SLMOPS_CACHE_URL", REDIS_URL)
+    counter = Counter()
+    with Workspace.open(tmp_path / "redis-ws") as ws:
+        runtime = Runtime.from_workspace(ws)
+        assert isinstance(runtime.cache, RedisStepCache)
+        step = cached_square(counter, version=f"redis-{tmp_path.name}")  # unique per run
+        with use_runtime(runtime):
+            assert step.run(12) == 144 and step.run(12) == 144
+    assert counter.calls == 1
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.scard("slmops:cache:step:square") >= 1
+    assert runtime.cache.clear("square") >= 1
