@@ -23,10 +23,10 @@ def test_home_resolution_prefers_argument_then_env_then_default(tmp_path, monkey
 def test_open_creates_schema_and_is_idempotent(tmp_path):
     with Workspace.open(tmp_path / "ws") as ws:
         tables = set(inspect(ws.engine).get_table_names())
-        assert {"traces", "spans", "cache_entries", "artifacts", "alembic_version"} <= tables
-        assert ws.schema_revision() == "0001"
+        assert {"traces", "spans", "cache_entries", "artifacts", "corpora", "corpus_versions"} <= tables
+        assert ws.schema_revision() == "0002"
     with Workspace.open(tmp_path / "ws") as again:  # reopening migrates nothing and loses nothing
-        assert again.schema_revision() == "0001"
+        assert again.schema_revision() == "0002"
     assert (tmp_path / "ws" / "slmops.db").is_file()
 
 
@@ -92,7 +92,7 @@ def test_postgres_workspace_migrates_stores_traces_and_caches(tmp_path, monkeypa
     monkeypatch.setenv("SLMOPS_DATABASE_URL", POSTGRES_URL)
     with Workspace.open(tmp_path / "pg") as ws:
         assert ws.engine.dialect.name == "postgresql"
-        assert ws.schema_revision() == "0001"
+        assert ws.schema_revision() == "0002"
         calls = []
 
         def double(x: int) -> int:

@@ -33,6 +33,8 @@ _SUMMARY_KEYS = {
     "slmops.attempts": "attempts",
     "slmops.fallback.used": "fallback",
     "slmops.prompt.version": "prompt",
+    "slmops.retrieval.corpus": "corpus",
+    "slmops.retrieval.version": "version",
 }
 
 

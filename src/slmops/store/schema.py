@@ -79,3 +79,28 @@ artifacts = Table(
     Column("attributes", JSON, nullable=False, default=dict),
     UniqueConstraint("kind", "name", "version", name="uq_artifacts_kind_name_version"),
 )
+
+corpora = Table(
+    "corpora",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("embedder", String(500), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("chunk_tokens", Integer, nullable=False),
+    Column("overlap_tokens", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("checked_out", Integer),  # the version retrieval uses by default; None = latest
+)
+
+corpus_versions = Table(
+    "corpus_versions",
+    metadata,
+    Column("corpus", String(100), ForeignKey("corpora.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("lance_version", Integer, nullable=False),  # the LanceDB table version it pins
+    Column("message", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("documents", Integer, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("stats", JSON, nullable=False, default=dict),  # added/removed/embedded/skipped
+)

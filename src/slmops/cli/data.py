@@ -1,0 +1,239 @@
+"""``slmops data ...``: ingest, search and version corpora."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from slmops.cli.common import WorkspaceOption, console, open_workspace
+from slmops.data.corpus import corpora_for
+
+app = typer.Typer(help="Ingest, search and version document corpora.", no_args_is_help=True)
+
+
+def _when(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("ingest")
+def ingest_command(
+    paths: list[Path] = typer.Argument(..., help="Files and folders (md, txt, html, pdf, jsonl)."),
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name."),
+    message: str = typer.Option("", "--message", "-m", help="Version message."),
+    embedder: str | None = typer.Option(None, "--embedder", help="Embedder URI (new corpora)."),
+    chunk_tokens: int = typer.Option(200, help="Chunk budget in embedder tokens (new corpora)."),
+    overlap_tokens: int = typer.Option(32, help="Overlap in embedder tokens (new corpora)."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Bring a corpus to exactly these documents and commit a version."""
+    with (
+        open_workspace(workspace) as ws,
+        Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        report = corpora_for(ws).ingest(
+            corpus,
+            paths,
+            message=message,
+            embedder=embedder,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
+            on_progress=on_progress,
+        )
+    for skipped in report.skipped:
+        console.print(f"[yellow]skipped[/] {escape(skipped.path)}: {escape(skipped.reason)}")
+    summary = (
+        f"{report.documents} documents, {report.chunks} chunks: {report.added} added, "
+        f"{report.removed} removed, {report.unchanged} unchanged, {report.embedded} "
+        f"embedded, {report.duplicates} duplicates dropped"
+    )
+    if report.version is None:
+        console.print(f"{corpus}: nothing changed ({summary}); no new version")
+    else:
+        console.print(f"[green]{corpus}@{report.version}[/] committed: {summary}")
+
+
+@app.command("search")
+def search_command(
+    ref: str = typer.Argument(..., help="CORPUS, CORPUS@VERSION, CORPUS@TAG or CORPUS@latest."),
+    query: str = typer.Argument(..., help="What to look for."),
+    k: int = typer.Option(5, "--top-k", "-k", min=1, max=100),
+    mode: str = typer.Option("hybrid", "--mode", help="vector, fts or hybrid."),
+    where: list[str] = typer.Option([], "--where", help="Filter COLUMN=VALUE (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Search a corpus version."""
+    filters = {}
+    for item in where:
+        column, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not COLUMN=VALUE", param_hint="--where")
+        filters[column.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    with open_workspace(workspace) as ws:
+        version, hits = corpora_for(ws).search(
+            ref,
+            query,
+            k=k,
+            mode=mode,  # type: ignore[arg-type]
+            where=filters,
+        )
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "corpus": version.corpus,
+                    "version": version.version,
+                    "hits": [h.model_dump() for h in hits],
+                }
+            )
+        )
+        return
+    console.print(f"[bold]{version.corpus}@{version.version}[/] {mode} search: {escape(query)}")
+    if not hits:
+        console.print("no matches")
+    for rank, hit in enumerate(hits, start=1):
+        console.print(
+            f"\n[bold cyan]{rank}.[/] [dim]{hit.score:.3f}[/] "
+            f"[green]{escape(hit.citation())}[/] [dim]{escape(hit.section)}[/]"
+        )
+        console.print(escape(hit.text if len(hit.text) < 600 else hit.text[:600] + " ..."))
+
+
+@app.command("list")
+def list_command(workspace: Path | None = WorkspaceOption) -> None:
+    """List corpora with their latest and checked-out versions."""
+    with open_workspace(workspace) as ws:
+        corpora = corpora_for(ws)
+        table = Table("corpus", "latest", "checked out", "chunks", "embedder")
+        for name in corpora.names():
+            info, log = corpora.info(name), corpora.log(name)
+            latest = log[0] if log else None
+            table.add_row(
+                name,
+                str(latest.version if latest else "-"),
+                str(info["checked_out"] or "latest"),
+                str(latest.chunks if latest else 0),
+                info["embedder"],
+            )
+    console.print(table if table.rows else "No corpora yet: slmops data ingest PATH --corpus NAME")
+
+
+@app.command("log")
+def log_command(
+    corpus: str = typer.Argument(...), workspace: Path | None = WorkspaceOption
+) -> None:
+    """Show a corpus' versions, newest first."""
+    with open_workspace(workspace) as ws:
+        corpora = corpora_for(ws)
+        versions, tags = corpora.log(corpus), corpora.tags(corpus)
+    by_version: dict[int, list[str]] = {}
+    for tag, version in tags.items():
+        by_version.setdefault(version, []).append(tag)
+    table = Table("version", "date", "docs", "chunks", "+", "-", "embedded", "tags", "message")
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            _when(v.created_at),
+            str(v.documents),
+            str(v.chunks),
+            str(v.stats.get("added", 0)),
+            str(v.stats.get("removed", 0)),
+            str(v.stats.get("embedded", 0)),
+            ", ".join(by_version.get(v.version, [])),
+            escape(v.message),
+        )
+    console.print(table)
+
+
+@app.command("diff")
+def diff_command(
+    corpus: str = typer.Argument(...),
+    old: int = typer.Argument(..., help="Older version."),
+    new: int = typer.Argument(..., help="Newer version."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Documents and chunks added, removed and changed between two versions."""
+    with open_workspace(workspace) as ws:
+        diff = corpora_for(ws).diff(corpus, old, new)
+    colour = {"added": "green", "removed": "red", "changed": "yellow"}
+    for change in diff.documents:
+        console.print(
+            f"[{colour[change.change]}]{change.change:>8}[/] {escape(change.doc_id)} "
+            f"[dim](+{change.chunks_added} -{change.chunks_removed} chunks)[/]"
+        )
+    console.print(
+        f"{corpus} {old} → {new}: {len(diff.documents)} documents differ, "
+        f"+{diff.chunks_added} -{diff.chunks_removed} chunks"
+    )
+
+
+@app.command("checkout")
+def checkout_command(
+    ref: str = typer.Argument(..., help="CORPUS@VERSION or CORPUS@TAG; CORPUS@latest to undo."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Make retrieval use this version by default."""
+    with open_workspace(workspace) as ws:
+        version = corpora_for(ws).checkout(ref)
+    console.print(
+        f"{version.corpus} now serves version {version.version}: {escape(version.message)}"
+    )
+
+
+@app.command("tag")
+def tag_command(
+    corpus: str = typer.Argument(...),
+    version: int = typer.Argument(...),
+    name: str = typer.Argument(..., help="Tag name, e.g. release-1."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Name a version (use it as CORPUS@NAME)."""
+    with open_workspace(workspace) as ws:
+        corpora_for(ws).tag(corpus, version, name)
+    console.print(f"tagged {corpus}@{version} as {name}")
+
+
+@app.command("export")
+def export_command(
+    ref: str = typer.Argument(...),
+    output: Path = typer.Argument(..., help="File to write (Parquet)."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Write one corpus version, vectors included, to a single file."""
+    with open_workspace(workspace) as ws:
+        path = corpora_for(ws).export(ref, output)
+    console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+@app.command("import")
+def import_command(
+    path: Path = typer.Argument(..., help="A file written by 'slmops data export'."),
+    name: str | None = typer.Option(
+        None, "--name", help="Corpus name (default: the exported one)."
+    ),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Create a corpus from an exported file."""
+    with open_workspace(workspace) as ws:
+        version = corpora_for(ws).import_(path, name=name)
+    console.print(f"imported {version.corpus}@{version.version}: {version.chunks} chunks")

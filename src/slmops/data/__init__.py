@@ -1,0 +1,1 @@
+"""Data: load, chunk, embed, index and version document corpora; retrieve from them."""

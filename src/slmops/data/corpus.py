@@ -1,0 +1,707 @@
+"""Versioned corpora on LanceDB.
+
+A corpus is one LanceDB table in the workspace's artifact store plus rows in the metadata
+database. Every ingest is a commit: it brings the table to the new content (deleting removed
+chunks, adding new ones, rebuilding the full-text index) and then records a corpus version
+pinning the LanceDB table version it reached. Readers only ever see committed versions, so an
+ingest that dies midway leaves the last committed version intact; the next ingest first
+restores the table to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+from sqlalchemy import insert, select, update
+
+from slmops.data.chunking import Chunk, Chunker
+from slmops.data.documents import Skipped, load_paths
+from slmops.errors import NotFoundError, SlmopsError
+from slmops.models.base import Embedder
+from slmops.models.loading import load_embedder
+from slmops.store.schema import corpora, corpus_versions
+from slmops.store.workspace import Workspace
+
+SearchMode = Literal["vector", "fts", "hybrid"]
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_REF = re.compile(r"^(?P<name>[^@]+)(?:@(?P<selector>.+))?$")
+FILTER_COLUMNS = ("doc_id", "source", "file_type", "section", "page_start", "line_start")
+_COLUMNS = [
+    "chunk_id",
+    "text",
+    "text_hash",
+    "doc_id",
+    "source",
+    "file_type",
+    "section",
+    "ordinal",
+    "tokens",
+    "line_start",
+    "line_end",
+    "page_start",
+    "page_end",
+    "metadata",
+]
+
+
+class DataError(SlmopsError):
+    """A corpus operation cannot be done as asked."""
+
+
+@dataclass(frozen=True)
+class CorpusVersion:
+    corpus: str
+    version: int
+    lance_version: int
+    message: str
+    created_at: float
+    documents: int
+    chunks: int
+    stats: dict[str, Any]
+
+
+@dataclass
+class IngestReport:
+    corpus: str
+    version: int | None  # None when nothing changed (no version is committed)
+    documents: int = 0
+    chunks: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    duplicates: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+class Hit(BaseModel):
+    chunk_id: str
+    text: str
+    score: float
+    doc_id: str
+    source: str
+    location: str
+    section: str
+    file_type: str
+    metadata: dict[str, Any] = {}
+
+    def citation(self) -> str:
+        where = f", {self.location}" if self.location else ""
+        return f"{self.doc_id}{where}"
+
+
+@dataclass(frozen=True)
+class DocumentChange:
+    doc_id: str
+    change: Literal["added", "removed", "changed"]
+    chunks_added: int
+    chunks_removed: int
+
+
+@dataclass
+class CorpusDiff:
+    corpus: str
+    old: int
+    new: int
+    documents: list[DocumentChange]
+    chunks_added: int
+    chunks_removed: int
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``handbook``, ``handbook@7``, ``handbook@release-1``, ``handbook@latest``."""
+    match = _REF.match(ref.strip())
+    if not match:
+        raise DataError(f"corpus reference {ref!r} is not NAME[@VERSION|@TAG|@latest]")
+    return match.group("name"), match.group("selector")
+
+
+def _location(row: dict[str, Any]) -> str:
+    chunk = Chunk(
+        doc_id="",
+        source="",
+        file_type="",
+        text="",
+        section="",
+        ordinal=0,
+        tokens=0,
+        line_start=row.get("line_start"),
+        line_end=row.get("line_end"),
+        page_start=row.get("page_start"),
+        page_end=row.get("page_end"),
+    )
+    return chunk.location
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        raise DataError(f"filter value {value!r} must be a string or a number")
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def filter_sql(where: dict[str, Any] | None) -> str | None:
+    """A SQL filter from ``{column: value}`` on the columns every chunk has."""
+    if not where:
+        return None
+    clauses = []
+    for column, value in where.items():
+        if column not in FILTER_COLUMNS:
+            raise DataError(f"cannot filter on {column!r}; filterable: {', '.join(FILTER_COLUMNS)}")
+        clauses.append(f"{column} = {_sql_literal(value)}")
+    return " AND ".join(clauses)
+
+
+class Corpora:
+    """The corpora of one workspace."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._db: Any = None
+        self._tables: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
+
+    # --- storage -------------------------------------------------------------------------
+
+    @property
+    def db(self) -> Any:
+        if self._db is None:
+            # LanceDB's Rust core logs deprecation notices to stderr; users see our errors.
+            os.environ.setdefault("LANCEDB_LOG", "error")
+            import lancedb
+
+            self._db = lancedb.connect(self.workspace.artifacts.uri("lancedb"))
+        return self._db
+
+    def _table_exists(self, name: str) -> bool:
+        return name in self.db.table_names()
+
+    def _table_at(self, name: str, lance_version: int) -> Any:
+        """A read-only handle on the table as it was at ``lance_version`` (cached)."""
+        key = (name, lance_version)
+        with self._lock:
+            if key not in self._tables:
+                table = self.db.open_table(name)
+                table.checkout(lance_version)
+                self._tables[key] = table
+            return self._tables[key]
+
+    # --- catalogue -----------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        with self.workspace.engine.connect() as connection:
+            return list(
+                connection.execute(select(corpora.c.name).order_by(corpora.c.name)).scalars()
+            )
+
+    def info(self, name: str) -> dict[str, Any]:
+        with self.workspace.engine.connect() as connection:
+            row = connection.execute(select(corpora).where(corpora.c.name == name)).first()
+        if row is None:
+            known = ", ".join(self.names()) or "none yet"
+            raise NotFoundError(f"no corpus named {name!r} (corpora: {known})")
+        return dict(row._mapping)
+
+    def log(self, name: str) -> list[CorpusVersion]:
+        self.info(name)
+        with self.workspace.engine.connect() as connection:
+            rows = connection.execute(
+                select(corpus_versions)
+                .where(corpus_versions.c.corpus == name)
+                .order_by(corpus_versions.c.version.desc())
+            ).all()
+        return [CorpusVersion(**row._mapping) for row in rows]
+
+    def tags(self, name: str) -> dict[str, int]:
+        """Tag name -> corpus version."""
+        if not self._table_exists(name):
+            return {}
+        by_lance = {v.lance_version: v.version for v in self.log(name)}
+        tags = self.db.open_table(name).tags.list()
+        return {tag: by_lance[t["version"]] for tag, t in tags.items() if t["version"] in by_lance}
+
+    def resolve(self, ref: str) -> CorpusVersion:
+        """The committed version a reference names (default: the checked-out one, else latest)."""
+        name, selector = parse_ref(ref)
+        info = self.info(name)
+        versions = self.log(name)
+        if not versions:
+            raise NotFoundError(f"corpus {name!r} has no committed version yet")
+        if selector is None:
+            selector = str(info["checked_out"]) if info["checked_out"] else "latest"
+        if selector == "latest":
+            return versions[0]
+        if selector.isdigit():
+            for version in versions:
+                if version.version == int(selector):
+                    return version
+            raise NotFoundError(
+                f"corpus {name!r} has no version {selector} (versions 1-{versions[0].version})"
+            )
+        tags = self.tags(name)
+        if selector not in tags:
+            raise NotFoundError(
+                f"corpus {name!r} has no tag {selector!r} "
+                f"(tags: {', '.join(sorted(tags)) or 'none'})"
+            )
+        return next(v for v in versions if v.version == tags[selector])
+
+    def tag(self, name: str, version: int, tag: str) -> None:
+        if not _NAME.match(tag) or tag == "latest" or tag.isdigit():
+            raise DataError(
+                f"tag {tag!r} must be lower-case letters, digits, '-' or '_', not "
+                "a number or 'latest'"
+            )
+        target = self.resolve(f"{name}@{version}")
+        tags = self.db.open_table(name).tags
+        if tag in tags.list():
+            tags.update(tag, target.lance_version)
+        else:
+            tags.create(tag, target.lance_version)
+
+    def checkout(self, ref: str) -> CorpusVersion:
+        """Make retrieval use this version by default (``NAME@latest`` undoes it)."""
+        name, selector = parse_ref(ref)
+        target = self.resolve(ref)
+        pinned = None if selector in (None, "latest") else target.version
+        with self.workspace.engine.begin() as connection:
+            connection.execute(
+                update(corpora).where(corpora.c.name == name).values(checked_out=pinned)
+            )
+        return target
+
+    # --- ingest --------------------------------------------------------------------------
+
+    def _ensure_corpus(
+        self,
+        name: str,
+        embedder_uri: str,
+        embedder: Embedder,
+        chunk_tokens: int,
+        overlap_tokens: int,
+    ) -> dict[str, Any]:
+        if not _NAME.match(name):
+            raise DataError(
+                f"corpus name {name!r} must be 1-64 lower-case letters, digits, "
+                "'-' or '_', starting with a letter or digit"
+            )
+        try:
+            info = self.info(name)
+        except NotFoundError:
+            with self.workspace.engine.begin() as connection:
+                connection.execute(
+                    insert(corpora).values(
+                        name=name,
+                        embedder=embedder_uri,
+                        dimension=embedder.dimension,
+                        chunk_tokens=chunk_tokens,
+                        overlap_tokens=overlap_tokens,
+                        created_at=time.time(),
+                        checked_out=None,
+                    )
+                )
+            return self.info(name)
+        if info["embedder"] != embedder_uri:
+            raise DataError(
+                f"corpus {name!r} is embedded with {info['embedder']}, not "
+                f"{embedder_uri}; use another corpus name for another embedder"
+            )
+        return info
+
+    def _head_table(self, name: str, committed: CorpusVersion | None) -> Any:
+        """The writable table, brought back to the last committed version if an earlier
+        ingest died after writing to it."""
+        if not self._table_exists(name):
+            return None
+        table = self.db.open_table(name)
+        if committed is None:  # a first ingest died before committing anything
+            self.db.drop_table(name)
+            return None
+        if table.version != committed.lance_version:
+            table.restore(committed.lance_version)
+        return table
+
+    def ingest(
+        self,
+        name: str,
+        paths: Sequence[str | Path],
+        *,
+        message: str = "",
+        embedder: str | None = None,
+        chunk_tokens: int = 200,
+        overlap_tokens: int = 32,
+        batch_size: int = 64,
+        on_progress: Progress | None = None,
+    ) -> IngestReport:
+        """Make the corpus hold exactly the documents under ``paths`` and commit a version.
+
+        Only chunks whose text the corpus has never embedded are embedded; unchanged chunks
+        keep their rows; chunks of removed or edited documents are dropped."""
+        progress = on_progress or (lambda stage, done, total: None)
+        embedder_uri = embedder or self.workspace.settings.embedder
+        model = load_embedder(embedder_uri)
+        info = self._ensure_corpus(name, embedder_uri, model, chunk_tokens, overlap_tokens)
+        chunker = Chunker(
+            model.count_tokens,
+            chunk_tokens=info["chunk_tokens"],
+            overlap_tokens=info["overlap_tokens"],
+        )
+
+        documents, skipped = load_paths([Path(p) for p in paths])
+        report = IngestReport(corpus=name, version=None, documents=len(documents), skipped=skipped)
+        chunks: list[Chunk] = []
+        seen_text: set[str] = set()
+        for index, document in enumerate(documents, start=1):
+            for chunk in chunker.chunk(document):
+                if chunk.text_hash in seen_text:
+                    report.duplicates += 1
+                    continue
+                seen_text.add(chunk.text_hash)
+                chunks.append(chunk)
+            progress("chunking", index, len(documents))
+        report.chunks = len(chunks)
+
+        versions = self.log(name)
+        committed = versions[0] if versions else None
+        table = self._head_table(name, committed)
+        old = self._existing_rows(table)
+        new_ids = {c.chunk_id for c in chunks}
+        keep = {
+            c.chunk_id
+            for c in chunks
+            if c.chunk_id in old and old[c.chunk_id]["row"] == self._row_fields(c)
+        }
+        to_add = [c for c in chunks if c.chunk_id not in keep]
+        to_remove = [cid for cid in old if cid not in new_ids or cid not in keep]
+        report.unchanged = len(keep)
+        report.added = len([c for c in to_add if c.chunk_id not in old])
+        report.removed = len([cid for cid in old if cid not in new_ids])
+        if not to_add and not to_remove and committed is not None:
+            return report  # nothing changed: no new version
+
+        vectors = self._vectors_for(to_add, old, model, batch_size, progress)
+        report.embedded = vectors.pop("__embedded__")  # type: ignore[arg-type]
+        rows = [
+            {
+                **self._row_fields(c),
+                "chunk_id": c.chunk_id,
+                "text_hash": c.text_hash,
+                "vector": vectors[c.text_hash],
+            }
+            for c in to_add
+        ]
+        progress("indexing", 0, 1)
+        table = self._write(name, table, rows, to_remove, model.dimension)
+        progress("indexing", 1, 1)
+        report.version = self._commit(name, table, committed, message, report, len(documents))
+        return report
+
+    @staticmethod
+    def _row_fields(chunk: Chunk) -> dict[str, Any]:
+        return {
+            "text": chunk.text,
+            "doc_id": chunk.doc_id,
+            "source": chunk.source,
+            "file_type": chunk.file_type,
+            "section": chunk.section,
+            "ordinal": chunk.ordinal,
+            "tokens": chunk.tokens,
+            "line_start": chunk.line_start,
+            "line_end": chunk.line_end,
+            "page_start": chunk.page_start,
+            "page_end": chunk.page_end,
+            "metadata": "{}",
+        }
+
+    @staticmethod
+    def _existing_rows(table: Any) -> dict[str, dict[str, Any]]:
+        if table is None:
+            return {}
+        data = table.to_arrow().to_pylist()
+        return {
+            row["chunk_id"]: {
+                "text_hash": row["text_hash"],
+                "vector": row["vector"],
+                "row": {k: row[k] for k in _COLUMNS if k not in ("chunk_id", "text_hash")},
+            }
+            for row in data
+        }
+
+    @staticmethod
+    def _vectors_for(
+        chunks: list[Chunk],
+        old: dict[str, dict[str, Any]],
+        model: Embedder,
+        batch_size: int,
+        progress: Progress,
+    ) -> dict[str, Any]:
+        known = {entry["text_hash"]: entry["vector"] for entry in old.values()}
+        vectors: dict[str, Any] = {}
+        missing = [c for c in chunks if c.text_hash not in known]
+        for chunk in chunks:
+            if chunk.text_hash in known:
+                vectors[chunk.text_hash] = known[chunk.text_hash]
+        progress("embedding", 0, len(missing))
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            for chunk, vector in zip(batch, model.embed([c.text for c in batch]), strict=True):
+                vectors[chunk.text_hash] = vector.tolist()
+            progress("embedding", min(start + batch_size, len(missing)), len(missing))
+        vectors["__embedded__"] = len(missing)
+        return vectors
+
+    def _write(
+        self,
+        name: str,
+        table: Any,
+        rows: list[dict[str, Any]],
+        to_remove: list[str],
+        dimension: int,
+    ) -> Any:
+        import pyarrow as pa
+
+        schema = pa.schema(
+            [
+                ("chunk_id", pa.string()),
+                ("text", pa.string()),
+                ("vector", pa.list_(pa.float32(), dimension)),
+                ("text_hash", pa.string()),
+                ("doc_id", pa.string()),
+                ("source", pa.string()),
+                ("file_type", pa.string()),
+                ("section", pa.string()),
+                ("ordinal", pa.int32()),
+                ("tokens", pa.int32()),
+                ("line_start", pa.int32()),
+                ("line_end", pa.int32()),
+                ("page_start", pa.int32()),
+                ("page_end", pa.int32()),
+                ("metadata", pa.string()),
+            ]
+        )
+        if table is None:
+            table = self.db.create_table(name, schema=schema)
+        for start in range(0, len(to_remove), 500):
+            ids = ", ".join(_sql_literal(cid) for cid in to_remove[start : start + 500])
+            table.delete(f"chunk_id IN ({ids})")
+        if rows:
+            table.add(pa.Table.from_pylist(rows, schema=schema))
+        if table.count_rows() > 0:
+            from lancedb.index import FTS
+
+            table.create_index("text", config=FTS(), replace=True)
+        return table
+
+    def _commit(
+        self,
+        name: str,
+        table: Any,
+        committed: CorpusVersion | None,
+        message: str,
+        report: IngestReport,
+        documents: int,
+    ) -> int:
+        version = (committed.version if committed else 0) + 1
+        stats = {
+            "added": report.added,
+            "removed": report.removed,
+            "unchanged": report.unchanged,
+            "embedded": report.embedded,
+            "duplicates": report.duplicates,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
+        }
+        with self.workspace.engine.begin() as connection:
+            connection.execute(
+                insert(corpus_versions).values(
+                    corpus=name,
+                    version=version,
+                    lance_version=table.version,
+                    message=message or f"ingest {documents} documents",
+                    created_at=time.time(),
+                    documents=documents,
+                    chunks=report.chunks,
+                    stats=stats,
+                )
+            )
+            connection.execute(
+                update(corpora).where(corpora.c.name == name).values(checked_out=None)
+            )
+        return version
+
+    # --- reading -------------------------------------------------------------------------
+
+    def rows(
+        self, ref: str, columns: Sequence[str] = ("chunk_id", "doc_id", "text")
+    ) -> list[dict[str, Any]]:
+        version = self.resolve(ref)
+        table = self._table_at(version.corpus, version.lance_version)
+        return table.to_arrow().select(list(columns)).to_pylist()
+
+    def diff(self, name: str, old: int, new: int) -> CorpusDiff:
+        before = self.rows(f"{name}@{old}", ("chunk_id", "doc_id"))
+        after = self.rows(f"{name}@{new}", ("chunk_id", "doc_id"))
+
+        def by_doc(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
+            grouped: dict[str, set[str]] = {}
+            for row in rows:
+                grouped.setdefault(row["doc_id"], set()).add(row["chunk_id"])
+            return grouped
+
+        old_docs, new_docs = by_doc(before), by_doc(after)
+        changes = []
+        for doc_id in sorted(old_docs.keys() | new_docs.keys()):
+            was, now = old_docs.get(doc_id, set()), new_docs.get(doc_id, set())
+            if was == now:
+                continue
+            kind = "added" if not was else "removed" if not now else "changed"
+            changes.append(DocumentChange(doc_id, kind, len(now - was), len(was - now)))
+        old_ids = {r["chunk_id"] for r in before}
+        new_ids = {r["chunk_id"] for r in after}
+        return CorpusDiff(name, old, new, changes, len(new_ids - old_ids), len(old_ids - new_ids))
+
+    def search(
+        self,
+        ref: str,
+        query: str,
+        *,
+        k: int = 5,
+        mode: SearchMode = "hybrid",
+        where: dict[str, Any] | None = None,
+    ) -> tuple[CorpusVersion, list[Hit]]:
+        """The ``k`` best chunks for ``query`` in the referenced version."""
+        if not query.strip():
+            raise DataError("the search query is empty")
+        if k < 1:
+            raise DataError("k must be at least 1")
+        version = self.resolve(ref)
+        table = self._table_at(version.corpus, version.lance_version)
+        info = self.info(version.corpus)
+        sql = filter_sql(where)
+        columns = [c for c in _COLUMNS if c != "text_hash"]
+        if mode == "fts":
+            builder = table.search(query, query_type="fts")
+        else:
+            vector = np.asarray(load_embedder(info["embedder"]).embed([query])[0])
+            if mode == "vector":
+                builder = table.search(vector).distance_type("cosine")
+            elif mode == "hybrid":
+                from lancedb.rerankers import RRFReranker
+
+                builder = (
+                    table.search(query_type="hybrid")
+                    .vector(vector)
+                    .text(query)
+                    .distance_type("cosine")
+                    .rerank(RRFReranker())
+                )
+            else:
+                raise DataError(f"search mode must be vector, fts or hybrid, not {mode!r}")
+        if sql:
+            builder = builder.where(sql, prefilter=True)
+        # Naming the score column keeps Lance from warning that it adds it implicitly (a
+        # hybrid query refuses the names; LANCEDB_LOG, set in `db`, quiets it there).
+        scores = {"vector": ["_distance"], "fts": ["_score"], "hybrid": []}
+        results = builder.limit(k).select(columns + scores[mode]).to_list()
+        hits = []
+        for row in results:
+            if "_relevance_score" in row:
+                score = float(row["_relevance_score"])
+            elif "_distance" in row:
+                score = 1.0 - float(row["_distance"])
+            else:
+                score = float(row.get("_score", 0.0))
+            hits.append(
+                Hit(
+                    chunk_id=row["chunk_id"],
+                    text=row["text"],
+                    score=score,
+                    doc_id=row["doc_id"],
+                    source=row["source"],
+                    location=_location(row),
+                    section=row["section"],
+                    file_type=row["file_type"],
+                    metadata=json.loads(row["metadata"] or "{}"),
+                )
+            )
+        return version, hits
+
+    # --- exchange ------------------------------------------------------------------------
+
+    def export(self, ref: str, path: str | Path) -> Path:
+        """Write one version (vectors included) as a single Parquet file."""
+        import pyarrow.parquet as pq
+
+        version = self.resolve(ref)
+        info = self.info(version.corpus)
+        table = self._table_at(version.corpus, version.lance_version).to_arrow()
+        meta = {
+            "slmops.corpus": json.dumps(
+                {
+                    "name": version.corpus,
+                    "version": version.version,
+                    "message": version.message,
+                    "embedder": info["embedder"],
+                    "chunk_tokens": info["chunk_tokens"],
+                    "overlap_tokens": info["overlap_tokens"],
+                }
+            )
+        }
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+        target = Path(path)
+        pq.write_table(table, target)
+        return target
+
+    def import_(self, path: str | Path, *, name: str | None = None) -> CorpusVersion:
+        """Create a corpus from an exported file; its vectors are used as they are."""
+        import pyarrow.parquet as pq
+
+        source = Path(path)
+        try:
+            table = pq.read_table(source)
+            meta = json.loads((table.schema.metadata or {})[b"slmops.corpus"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{source} is not an slmops corpus export: {exc}") from None
+        corpus = name or meta["name"]
+        if corpus in self.names():
+            raise DataError(f"corpus {corpus!r} already exists; import under another --name")
+        model = load_embedder(meta["embedder"])
+        self._ensure_corpus(
+            corpus, meta["embedder"], model, meta["chunk_tokens"], meta["overlap_tokens"]
+        )
+        rows = table.replace_schema_metadata(None).to_pylist()
+        written = self._write(corpus, None, rows, [], model.dimension)
+        report = IngestReport(corpus=corpus, version=None, chunks=len(rows), added=len(rows))
+        documents = len({r["doc_id"] for r in rows})
+        self._commit(
+            corpus,
+            written,
+            None,
+            f"import of {meta['name']}@{meta['version']} from {source.name}",
+            report,
+            documents,
+        )
+        return self.resolve(f"{corpus}@latest")
+
+
+_corpora_by_workspace: dict[int, Corpora] = {}
+
+
+def corpora_for(workspace: Workspace) -> Corpora:
+    """One shared :class:`Corpora` per open workspace (it caches table handles)."""
+    key = id(workspace)
+    if key not in _corpora_by_workspace:
+        _corpora_by_workspace[key] = Corpora(workspace)
+    return _corpora_by_workspace[key]
