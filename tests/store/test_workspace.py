@@ -23,7 +23,14 @@ def test_home_resolution_prefers_argument_then_env_then_default(tmp_path, monkey
 def test_open_creates_schema_and_is_idempotent(tmp_path):
     with Workspace.open(tmp_path / "ws") as ws:
         tables = set(inspect(ws.engine).get_table_names())
-        assert {"traces", "spans", "cache_entries", "artifacts", "corpora", "corpus_versions"} <= tables
+        assert {
+            "traces",
+            "spans",
+            "cache_entries",
+            "artifacts",
+            "corpora",
+            "corpus_versions",
+        } <= tables
         assert ws.schema_revision() == "0002"
     with Workspace.open(tmp_path / "ws") as again:  # reopening migrates nothing and loses nothing
         assert again.schema_revision() == "0002"

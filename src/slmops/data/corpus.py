@@ -186,8 +186,14 @@ class Corpora:
             self._db = lancedb.connect(self.workspace.artifacts.uri("lancedb"))
         return self._db
 
-    def _table_exists(self, name: str) -> bool:
-        return name in self.db.table_names()
+    def _open_table(self, name: str) -> Any:
+        """The corpus' writable LanceDB table, or None when it has none yet."""
+        try:
+            return self.db.open_table(name)
+        except ValueError as exc:
+            if "not found" in str(exc):
+                return None
+            raise
 
     def _table_at(self, name: str, lance_version: int) -> Any:
         """A read-only handle on the table as it was at ``lance_version`` (cached)."""
@@ -227,10 +233,11 @@ class Corpora:
 
     def tags(self, name: str) -> dict[str, int]:
         """Tag name -> corpus version."""
-        if not self._table_exists(name):
+        table = self._open_table(name)
+        if table is None:
             return {}
         by_lance = {v.lance_version: v.version for v in self.log(name)}
-        tags = self.db.open_table(name).tags.list()
+        tags = table.tags.list()
         return {tag: by_lance[t["version"]] for tag, t in tags.items() if t["version"] in by_lance}
 
     def resolve(self, ref: str) -> CorpusVersion:
@@ -324,9 +331,9 @@ class Corpora:
     def _head_table(self, name: str, committed: CorpusVersion | None) -> Any:
         """The writable table, brought back to the last committed version if an earlier
         ingest died after writing to it."""
-        if not self._table_exists(name):
+        table = self._open_table(name)
+        if table is None:
             return None
-        table = self.db.open_table(name)
         if committed is None:  # a first ingest died before committing anything
             self.db.drop_table(name)
             return None
