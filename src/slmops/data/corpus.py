@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
 
 from slmops.data.chunking import Chunk, Chunker
 from slmops.data.documents import Skipped, load_paths
+from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
@@ -172,6 +172,8 @@ class Corpora:
         self.workspace = workspace
         self._db: Any = None
         self._tables: dict[tuple[str, int], Any] = {}
+        self._indexes: dict[tuple[str, int], ExactVectorIndex] = {}
+        self.max_cached_versions = 4
         self._lock = threading.Lock()
 
     # --- storage -------------------------------------------------------------------------
@@ -594,56 +596,62 @@ class Corpora:
         if k < 1:
             raise DataError("k must be at least 1")
         version = self.resolve(ref)
-        table = self._table_at(version.corpus, version.lance_version)
-        info = self.info(version.corpus)
-        sql = filter_sql(where)
-        columns = [c for c in _COLUMNS if c != "text_hash"]
-        if mode == "fts":
+        sql = filter_sql(where)  # validates the filter columns for every mode
+        if mode not in ("vector", "fts", "hybrid"):
+            raise DataError(f"search mode must be vector, fts or hybrid, not {mode!r}")
+        pool = k if mode != "hybrid" else max(k * 4, 20)  # hybrid fuses deeper lists
+        vector_hits: list[tuple[dict[str, Any], float]] = []
+        text_hits: list[tuple[dict[str, Any], float]] = []
+        if mode in ("vector", "hybrid"):
+            embedder = load_embedder(self.info(version.corpus)["embedder"])
+            query_vector = embedder.embed([query])[0]
+            vector_hits = self.vector_index(version).search(query_vector, pool, where)
+        if mode in ("fts", "hybrid"):
+            table = self._table_at(version.corpus, version.lance_version)
             builder = table.search(query, query_type="fts")
-        else:
-            vector = np.asarray(load_embedder(info["embedder"]).embed([query])[0])
-            if mode == "vector":
-                builder = table.search(vector).distance_type("cosine")
-            elif mode == "hybrid":
-                from lancedb.rerankers import RRFReranker
-
-                builder = (
-                    table.search(query_type="hybrid")
-                    .vector(vector)
-                    .text(query)
-                    .distance_type("cosine")
-                    .rerank(RRFReranker())
-                )
-            else:
-                raise DataError(f"search mode must be vector, fts or hybrid, not {mode!r}")
-        if sql:
-            builder = builder.where(sql, prefilter=True)
-        # Naming the score column keeps Lance from warning that it adds it implicitly (a
-        # hybrid query refuses the names; LANCEDB_LOG, set in `db`, quiets it there).
-        scores = {"vector": ["_distance"], "fts": ["_score"], "hybrid": []}
-        results = builder.limit(k).select(columns + scores[mode]).to_list()
-        hits = []
-        for row in results:
-            if "_relevance_score" in row:
-                score = float(row["_relevance_score"])
-            elif "_distance" in row:
-                score = 1.0 - float(row["_distance"])
-            else:
-                score = float(row.get("_score", 0.0))
-            hits.append(
-                Hit(
-                    chunk_id=row["chunk_id"],
-                    text=row["text"],
-                    score=score,
-                    doc_id=row["doc_id"],
-                    source=row["source"],
-                    location=_location(row),
-                    section=row["section"],
-                    file_type=row["file_type"],
-                    metadata=json.loads(row["metadata"] or "{}"),
-                )
+            if sql:
+                builder = builder.where(sql, prefilter=True)
+            columns = [c for c in _COLUMNS if c != "text_hash"] + ["_score"]
+            text_hits = [
+                (row, float(row["_score"])) for row in builder.limit(pool).select(columns).to_list()
+            ]
+        if mode == "hybrid":
+            rows = {row["chunk_id"]: row for row, _ in [*vector_hits, *text_hits]}
+            fused = reciprocal_rank_fusion(
+                [[r["chunk_id"] for r, _ in vector_hits], [r["chunk_id"] for r, _ in text_hits]]
             )
-        return version, hits
+            ranked = [(rows[chunk_id], score) for chunk_id, score in fused[:k]]
+        else:
+            ranked = (vector_hits or text_hits)[:k]
+        return version, [self._hit(row, score) for row, score in ranked]
+
+    @staticmethod
+    def _hit(row: dict[str, Any], score: float) -> Hit:
+        return Hit(
+            chunk_id=row["chunk_id"],
+            text=row["text"],
+            score=score,
+            doc_id=row["doc_id"],
+            source=row["source"],
+            location=_location(row),
+            section=row["section"],
+            file_type=row["file_type"],
+            metadata=json.loads(row["metadata"] or "{}"),
+        )
+
+    def vector_index(self, version: CorpusVersion) -> ExactVectorIndex:
+        """The in-memory exact index of one committed version (built once, then shared)."""
+        key = (version.corpus, version.lance_version)
+        with self._lock:
+            index = self._indexes.get(key)
+        if index is None:
+            table = self._table_at(version.corpus, version.lance_version)
+            index = ExactVectorIndex.from_arrow(table.to_arrow().drop_columns(["text_hash"]))
+            with self._lock:
+                self._indexes[key] = index
+                while len(self._indexes) > self.max_cached_versions:
+                    self._indexes.pop(next(iter(self._indexes)))
+        return index
 
     # --- exchange ------------------------------------------------------------------------
 

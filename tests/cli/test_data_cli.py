@@ -1,0 +1,66 @@
+"""slmops data ... as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.test_cli import assert_one_line_error, slmops
+
+pytestmark = pytest.mark.model
+
+
+def test_data_commands_end_to_end(tmp_path):
+    home, docs = tmp_path / "ws", tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds take five business days.\n")
+    (docs / "shipping.md").write_text("# Shipping\n\nShipping is free over 50 euros.\n")
+    (docs / "broken.txt").write_bytes(b"\x00\x00binary")
+
+    first = slmops("data", "ingest", str(docs), "--corpus", "kb", "-m", "first", home=home)
+    assert first.returncode == 0, first.stderr
+    assert "skipped" in first.stdout and "broken.txt: binary content" in first.stdout
+    assert "kb@1 committed: 2 documents, 2 chunks: 2 added" in first.stdout
+
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds take ten business days.\n")
+    second = slmops("data", "ingest", str(docs), "--corpus", "kb", "-m", "ten days", home=home)
+    assert "kb@2 committed" in second.stdout and "1 embedded" in second.stdout
+    again = slmops("data", "ingest", str(docs), "--corpus", "kb", home=home)
+    assert "nothing changed" in again.stdout
+
+    found = slmops("data", "search", "kb", "how long do refunds take", "-k", "1", home=home)
+    assert "ten business days" in found.stdout and "refunds.md, lines 3-3" in found.stdout
+    old = slmops("data", "search", "kb@1", "how long do refunds take", "-k", "1", "--json",
+                 home=home)
+    payload = json.loads(old.stdout)
+    assert payload["version"] == 1 and "five" in payload["hits"][0]["text"]
+    filtered = slmops("data", "search", "kb", "free", "--mode", "fts",
+                      "--where", "doc_id=shipping.md", home=home)
+    assert "shipping.md" in filtered.stdout and "refunds.md" not in filtered.stdout
+
+    assert slmops("data", "tag", "kb", "1", "launch", home=home).returncode == 0
+    log = slmops("data", "log", "kb", home=home).stdout
+    assert "ten days" in log and "first" in log and "launch" in log
+    diff = slmops("data", "diff", "kb", "1", "2", home=home).stdout
+    assert "changed refunds.md" in diff and "+1 -1 chunks" in diff
+    checkout = slmops("data", "checkout", "kb@launch", home=home)
+    assert "kb now serves version 1" in checkout.stdout
+    listing = slmops("data", "list", home=home).stdout
+    assert "kb" in listing and "local:all-minilm-l6-v2" in listing
+
+    exported = tmp_path / "kb.parquet"
+    assert slmops("data", "export", "kb@2", str(exported), home=home).returncode == 0
+    imported = slmops("data", "import", str(exported), "--name", "kb2", home=home)
+    assert "imported kb2@1: 2 chunks" in imported.stdout
+
+
+def test_data_errors_are_one_red_line(tmp_path):
+    assert_one_line_error(slmops("data", "search", "ghost", "x", home=tmp_path),
+                          "no corpus named 'ghost'")
+    assert_one_line_error(slmops("data", "log", "ghost", home=tmp_path), "no corpus named")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("text")
+    assert_one_line_error(slmops("data", "ingest", str(docs), "-c", "Bad Name", home=tmp_path),
+                          "corpus name 'Bad Name'")
