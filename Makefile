@@ -36,3 +36,4 @@ format:
 
 bench:
 	$(BIN)/python bench/bench_foundation.py
+	$(BIN)/python bench/bench_data.py

@@ -40,3 +40,4 @@ def test_readme_python_examples_run(capsys):
     assert "flowchart TD" in printed  # the graph of the support app
     assert "city=" in printed  # the structured Capital output
     assert "(2, 384)" in printed  # the embedder example
+    assert "five business days. [refunds.md, lines 3-3, policies@1]" in printed  # retrieval

@@ -31,12 +31,14 @@ def test_data_commands_end_to_end(tmp_path):
 
     found = slmops("data", "search", "kb", "how long do refunds take", "-k", "1", home=home)
     assert "ten business days" in found.stdout and "refunds.md, lines 3-3" in found.stdout
-    old = slmops("data", "search", "kb@1", "how long do refunds take", "-k", "1", "--json",
-                 home=home)
+    old = slmops(
+        "data", "search", "kb@1", "how long do refunds take", "-k", "1", "--json", home=home
+    )
     payload = json.loads(old.stdout)
     assert payload["version"] == 1 and "five" in payload["hits"][0]["text"]
-    filtered = slmops("data", "search", "kb", "free", "--mode", "fts",
-                      "--where", "doc_id=shipping.md", home=home)
+    filtered = slmops(
+        "data", "search", "kb", "free", "--mode", "fts", "--where", "doc_id=shipping.md", home=home
+    )
     assert "shipping.md" in filtered.stdout and "refunds.md" not in filtered.stdout
 
     assert slmops("data", "tag", "kb", "1", "launch", home=home).returncode == 0
@@ -56,11 +58,14 @@ def test_data_commands_end_to_end(tmp_path):
 
 
 def test_data_errors_are_one_red_line(tmp_path):
-    assert_one_line_error(slmops("data", "search", "ghost", "x", home=tmp_path),
-                          "no corpus named 'ghost'")
+    assert_one_line_error(
+        slmops("data", "search", "ghost", "x", home=tmp_path), "no corpus named 'ghost'"
+    )
     assert_one_line_error(slmops("data", "log", "ghost", home=tmp_path), "no corpus named")
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("text")
-    assert_one_line_error(slmops("data", "ingest", str(docs), "-c", "Bad Name", home=tmp_path),
-                          "corpus name 'Bad Name'")
+    assert_one_line_error(
+        slmops("data", "ingest", str(docs), "-c", "Bad Name", home=tmp_path),
+        "corpus name 'Bad Name'",
+    )

@@ -7,15 +7,20 @@ from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
 
 def make_index() -> ExactVectorIndex:
     vectors = np.array([[1, 0], [0.8, 0.6], [0, 1], [-1, 0]], dtype=np.float32)
-    rows = [{"chunk_id": c, "doc_id": d} for c, d in
-            [("a", "x.md"), ("b", "y.md"), ("c", "x.md"), ("d", "y.md")]]
+    rows = [
+        {"chunk_id": c, "doc_id": d}
+        for c, d in [("a", "x.md"), ("b", "y.md"), ("c", "x.md"), ("d", "y.md")]
+    ]
     return ExactVectorIndex(vectors, rows)
 
 
 def test_exact_top_k_by_cosine():
     hits = make_index().search(np.array([1, 0]), k=3)
     assert [(row["chunk_id"], round(score, 2)) for row, score in hits] == [
-        ("a", 1.0), ("b", 0.8), ("c", 0.0)]
+        ("a", 1.0),
+        ("b", 0.8),
+        ("c", 0.0),
+    ]
 
 
 def test_filters_apply_before_ranking():
