@@ -62,3 +62,36 @@ def test_import_slmops_loads_no_model_library_and_writes_nothing(tmp_path):
     ).stdout
     assert out.strip() == "[]"
     assert list(clean.iterdir()) == []  # no ./.slmops created by importing
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """Catches code that works only because a package happens to be installed here."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]
+    declared_specs = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        declared_specs += extra
+    declared = {re.split(r"[<>=!\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+                for spec in declared_specs}
+    distributions = importlib.metadata.packages_distributions()
+    stdlib = sys.stdlib_module_names
+    missing = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in stdlib or top == "slmops":
+                    continue
+                owners = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not owners & declared:
+                    missing.add(f"{top} (from {path.name}, provided by {sorted(owners)})")
+    assert sorted(missing) == []
