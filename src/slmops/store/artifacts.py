@@ -18,7 +18,9 @@ class ArtifactStore:
         except (ImportError, ValueError) as exc:
             raise WorkspaceError(f"artifact store {url!r} cannot be opened: {exc}") from exc
         self.url = url
-        self._protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else "file"
+        # fsspec reports one protocol name or a tuple of aliases (s3fs: ("s3", "s3a")).
+        protocol = self._fs.protocol
+        self._protocol = protocol if isinstance(protocol, str) else protocol[0]
         self._fs.makedirs(self._root, exist_ok=True)
 
     def path(self, key: str) -> str:
