@@ -74,8 +74,10 @@ def test_every_third_party_import_is_a_declared_dependency():
     declared_specs = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         declared_specs += extra
-    declared = {re.split(r"[<>=!\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
-                for spec in declared_specs}
+    declared = {
+        re.split(r"[<>=!\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+        for spec in declared_specs
+    }
     distributions = importlib.metadata.packages_distributions()
     stdlib = sys.stdlib_module_names
     missing = set()

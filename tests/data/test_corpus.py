@@ -186,3 +186,21 @@ def test_an_ingest_killed_midway_leaves_the_last_version_intact(workspace, docs)
     _, hits = after.search("kb", "How long do refunds take?", k=1)
     assert "ninety" in hits[0].text
     assert len(after.rows("kb")) == 4  # nothing from the dead ingest was left behind twice
+
+
+def test_jsonl_metadata_is_stored_and_filterable(corpora, docs):
+    (docs / "faq.jsonl").write_text(
+        '{"id": "r1", "text": "Refunds take five business days.", "lang": "en", "team": "billing"}\n'
+        '{"id": "r2", "text": "Les remboursements prennent cinq jours.", "lang": "fr"}\n'
+        '{"id": "s1", "text": "Shipping is free over 50 euros.", "lang": "en"}\n'
+    )
+    corpora.ingest("faq", [docs])
+    for mode in ("vector", "fts", "hybrid"):
+        _, hits = corpora.search(
+            "faq", "refunds remboursements", k=3, mode=mode, where={"metadata.lang": "fr"}
+        )
+        assert [h.doc_id for h in hits] == ["faq.jsonl#r2"], mode
+    _, hits = corpora.search("faq", "refunds", k=1, where={"metadata.team": "billing"})
+    assert hits[0].metadata == {"lang": "en", "team": "billing"}
+    with pytest.raises(DataError, match="and metadata.KEY"):
+        corpora.search("faq", "x", where={"lang": "fr"})

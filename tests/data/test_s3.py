@@ -22,10 +22,13 @@ def s3_endpoint(monkeypatch):
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,  # botocore / s3fs
-        "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",  # LanceDB's object store
+        "AWS_ENDPOINT": endpoint,
+        "AWS_ALLOW_HTTP": "true",  # LanceDB's object store
     }.items():
         monkeypatch.setenv(key, value)
     import boto3

@@ -78,7 +78,9 @@ def search_command(
     query: str = typer.Argument(..., help="What to look for."),
     k: int = typer.Option(5, "--top-k", "-k", min=1, max=100),
     mode: str = typer.Option("hybrid", "--mode", help="vector, fts or hybrid."),
-    where: list[str] = typer.Option([], "--where", help="Filter COLUMN=VALUE (repeatable)."),
+    where: list[str] = typer.Option(
+        [], "--where", help="Filter COLUMN=VALUE or metadata.KEY=VALUE (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
     workspace: Path | None = WorkspaceOption,
 ) -> None:

@@ -13,6 +13,7 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from slmops.data.documents import Block, Document
 
@@ -34,6 +35,7 @@ class Chunk:
     line_end: int | None
     page_start: int | None
     page_end: int | None
+    metadata: tuple[tuple[str, Any], ...] = ()  # the document's own fields (JSONL), sorted
 
     @property
     def text_hash(self) -> str:
@@ -128,6 +130,7 @@ class Chunker:
                     line_end=max(lines) if lines else None,
                     page_start=min(pages) if pages else None,
                     page_end=max(pages) if pages else None,
+                    metadata=tuple(sorted(document.metadata.items())),
                 )
             )
 

@@ -153,16 +153,36 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def split_filter(where: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(columns, metadata)``: filters on the columns every chunk has, and on the fields of
+    its document's metadata (written ``metadata.KEY``)."""
+    columns: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for key, value in (where or {}).items():
+        if key.startswith("metadata.") and len(key) > len("metadata."):
+            metadata[key.removeprefix("metadata.")] = value
+        elif key in FILTER_COLUMNS:
+            _sql_literal(value)  # validates the value's type
+            columns[key] = value
+        else:
+            raise DataError(
+                f"cannot filter on {key!r}; filterable: {', '.join(FILTER_COLUMNS)} "
+                "and metadata.KEY"
+            )
+    return columns, metadata
+
+
 def filter_sql(where: dict[str, Any] | None) -> str | None:
-    """A SQL filter from ``{column: value}`` on the columns every chunk has."""
-    if not where:
-        return None
-    clauses = []
-    for column, value in where.items():
-        if column not in FILTER_COLUMNS:
-            raise DataError(f"cannot filter on {column!r}; filterable: {', '.join(FILTER_COLUMNS)}")
-        clauses.append(f"{column} = {_sql_literal(value)}")
-    return " AND ".join(clauses)
+    """A SQL filter for the column part of ``where`` (metadata keys are checked separately)."""
+    columns, _ = split_filter(where)
+    return " AND ".join(f"{c} = {_sql_literal(v)}" for c, v in columns.items()) or None
+
+
+def metadata_matches(row: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    if not wanted:
+        return True
+    metadata = json.loads(row.get("metadata") or "{}")
+    return all(metadata.get(key) == value for key, value in wanted.items())
 
 
 class Corpora:
@@ -432,7 +452,7 @@ class Corpora:
             "line_end": chunk.line_end,
             "page_start": chunk.page_start,
             "page_end": chunk.page_end,
-            "metadata": "{}",
+            "metadata": json.dumps(dict(chunk.metadata), sort_keys=True, default=str),
         }
 
     @staticmethod
@@ -597,6 +617,7 @@ class Corpora:
             raise DataError("k must be at least 1")
         version = self.resolve(ref)
         sql = filter_sql(where)  # validates the filter columns for every mode
+        _, wanted_metadata = split_filter(where)
         if mode not in ("vector", "fts", "hybrid"):
             raise DataError(f"search mode must be vector, fts or hybrid, not {mode!r}")
         pool = k if mode != "hybrid" else max(k * 4, 20)  # hybrid fuses deeper lists
@@ -612,9 +633,13 @@ class Corpora:
             if sql:
                 builder = builder.where(sql, prefilter=True)
             columns = [c for c in _COLUMNS if c != "text_hash"] + ["_score"]
+            # Metadata is JSON text to LanceDB, so those filters apply to a deeper pool here.
+            depth = pool if not wanted_metadata else max(pool * 10, 200)
             text_hits = [
-                (row, float(row["_score"])) for row in builder.limit(pool).select(columns).to_list()
-            ]
+                (row, float(row["_score"]))
+                for row in builder.limit(depth).select(columns).to_list()
+                if metadata_matches(row, wanted_metadata)
+            ][:pool]
         if mode == "hybrid":
             rows = {row["chunk_id"]: row for row, _ in [*vector_hits, *text_hits]}
             fused = reciprocal_rank_fusion(

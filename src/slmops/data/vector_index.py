@@ -8,6 +8,7 @@ here; the snapshot of a version is immutable, so it is built once and shared.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,16 @@ class ExactVectorIndex:
         return cls(matrix, table.drop_columns(["vector"]).to_pylist())
 
     def _column(self, name: str) -> np.ndarray:
+        """A column as an array; ``metadata.KEY`` reads one field of the metadata JSON."""
         if name not in self._columns:
-            self._columns[name] = np.array([row[name] for row in self.rows], dtype=object)
+            if name.startswith("metadata."):
+                key = name.removeprefix("metadata.")
+                values = [json.loads(row.get("metadata") or "{}").get(key) for row in self.rows]
+            else:
+                values = [row[name] for row in self.rows]
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            self._columns[name] = column
         return self._columns[name]
 
     def search(
