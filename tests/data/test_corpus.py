@@ -190,7 +190,8 @@ def test_an_ingest_killed_midway_leaves_the_last_version_intact(workspace, docs)
 
 def test_jsonl_metadata_is_stored_and_filterable(corpora, docs):
     (docs / "faq.jsonl").write_text(
-        '{"id": "r1", "text": "Refunds take five business days.", "lang": "en", "team": "billing"}\n'
+        '{"id": "r1", "text": "Refunds take five business days.", "lang": "en", '
+        '"team": "billing"}\n'
         '{"id": "r2", "text": "Les remboursements prennent cinq jours.", "lang": "fr"}\n'
         '{"id": "s1", "text": "Shipping is free over 50 euros.", "lang": "en"}\n'
     )
