@@ -30,10 +30,12 @@ def test_open_creates_schema_and_is_idempotent(tmp_path):
             "artifacts",
             "corpora",
             "corpus_versions",
+            "prompts",
+            "prompt_tags",
         } <= tables
-        assert ws.schema_revision() == "0002"
+        assert ws.schema_revision() == "0003"
     with Workspace.open(tmp_path / "ws") as again:  # reopening migrates nothing and loses nothing
-        assert again.schema_revision() == "0002"
+        assert again.schema_revision() == "0003"
     assert (tmp_path / "ws" / "slmops.db").is_file()
 
 
@@ -99,7 +101,7 @@ def test_postgres_workspace_migrates_stores_traces_and_caches(tmp_path, monkeypa
     monkeypatch.setenv("SLMOPS_DATABASE_URL", POSTGRES_URL)
     with Workspace.open(tmp_path / "pg") as ws:
         assert ws.engine.dialect.name == "postgresql"
-        assert ws.schema_revision() == "0002"
+        assert ws.schema_revision() == "0003"
         calls = []
 
         def double(x: int) -> int:

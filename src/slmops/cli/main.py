@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from slmops.cli import data, graph, quickstart, trace
+from slmops.cli import data, graph, prompt, quickstart, trace
 from slmops.cli.common import error_console
 from slmops.errors import SlmopsError
 
@@ -22,6 +22,7 @@ app.command("quickstart")(quickstart.quickstart_command)
 app.command("graph")(graph.graph_command)
 app.add_typer(trace.app, name="trace")
 app.add_typer(data.app, name="data")
+app.add_typer(prompt.app, name="prompt")
 
 
 def main() -> None:

@@ -29,13 +29,13 @@ from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
+from slmops.store.names import name_problem, tag_problem
 from slmops.store.schema import corpora, corpus_versions
 from slmops.store.workspace import Workspace
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _REF = re.compile(r"^(?P<name>[^@]+)(?:@(?P<selector>.+))?$")
 FILTER_COLUMNS = ("doc_id", "source", "file_type", "section", "page_start", "line_start")
 _COLUMNS = [
@@ -289,11 +289,9 @@ class Corpora:
         return next(v for v in versions if v.version == tags[selector])
 
     def tag(self, name: str, version: int, tag: str) -> None:
-        if not _NAME.match(tag) or tag == "latest" or tag.isdigit():
-            raise DataError(
-                f"tag {tag!r} must be lower-case letters, digits, '-' or '_', not "
-                "a number or 'latest'"
-            )
+        problem = tag_problem(tag)
+        if problem:
+            raise DataError(problem)
         target = self.resolve(f"{name}@{version}")
         tags = self.db.open_table(name).tags
         if tag in tags.list():
@@ -322,11 +320,9 @@ class Corpora:
         chunk_tokens: int,
         overlap_tokens: int,
     ) -> dict[str, Any]:
-        if not _NAME.match(name):
-            raise DataError(
-                f"corpus name {name!r} must be 1-64 lower-case letters, digits, "
-                "'-' or '_', starting with a letter or digit"
-            )
+        problem = name_problem("corpus", name)
+        if problem:
+            raise DataError(problem)
         try:
             info = self.info(name)
         except NotFoundError:

@@ -104,3 +104,26 @@ corpus_versions = Table(
     Column("chunks", Integer, nullable=False),
     Column("stats", JSON, nullable=False, default=dict),  # added/removed/embedded/skipped
 )
+
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("template", Text, nullable=False),
+    Column("system", Text),
+    Column("message", Text, nullable=False),
+    Column(
+        "sha256", String(64), nullable=False
+    ),  # of system + template: identical = no new version
+    Column("variables", JSON, nullable=False, default=list),
+    Column("created_at", Float, nullable=False),
+)
+
+prompt_tags = Table(
+    "prompt_tags",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+)

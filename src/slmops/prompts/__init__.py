@@ -1,0 +1,1 @@
+"""Versioned prompt templates stored in the workspace."""
