@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from opentelemetry import trace as otel_trace
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ValidationError
 
-from slmops.core.step import Step, current_step_path
-from slmops.core.threads import run_blocking
-from slmops.core.tracing import to_attribute
-from slmops.core.typing_rules import adapter
-from slmops.errors import StepDefinitionError, StepInputError, StepOutputError
-from slmops.models.base import ChatMessage, ChatModel, ChatResult, GenerationParams, Usage
+from slmops.core.runtime import get_runtime
+from slmops.core.step import Step, StepState, current_step_path
+from slmops.core.threads import iterate_blocking, run_blocking
+from slmops.core.tracing import to_attribute, trace_id_of
+from slmops.core.typing_rules import adapter, type_name
+from slmops.errors import (
+    SlmopsError,
+    StepDefinitionError,
+    StepExecutionError,
+    StepInputError,
+    StepOutputError,
+)
+from slmops.models.base import (
+    ChatMessage,
+    ChatModel,
+    ChatResult,
+    GenerationParams,
+    StreamAccumulator,
+    Usage,
+)
 from slmops.models.loading import load_chat_model
 
 _templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -153,6 +169,85 @@ class LLMCall(Step[Any, Any]):
             return await self._structured(model, messages, results)
         finally:
             self._record_usage(span, results)
+
+    # --- streaming -----------------------------------------------------------------------
+
+    async def astream(
+        self, value: Any, *, on_finish: Callable[[ChatResult, str], None] | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the reply text as the model produces it, traced like a run: one span with
+        lifecycle states, the rendered prompt, token usage and time to first token.
+        ``on_finish(result, trace_id)`` receives the finished generation. Closing the
+        iterator early stops the generation and marks the span cancelled."""
+        if self.structured:
+            raise StepDefinitionError(
+                f"streaming yields text; this step's output type is {type_name(self.output_type)}",
+                path=self.name,
+            )
+        parent_path = current_step_path()
+        path = f"{parent_path}/{self.name}" if parent_path else self.name
+        attributes = {
+            "slmops.step.kind": self.kind,
+            "slmops.step.path": path,
+            "slmops.step.version": self.version,
+            "slmops.stream": True,
+            **self.span_attributes(),
+        }
+        span = get_runtime().tracer.start_span(
+            self.name, root=not parent_path, attributes=attributes
+        )
+        try:
+            span.add_event("state", {"state": StepState.INIT.value})
+            validated = self._validate_input(value, path)
+            span.set_attribute("slmops.input", self._dump(self._input_adapter, validated))
+            span.add_event("state", {"state": StepState.INPUT_VALIDATED.value})
+            messages = self.render(validated)
+            span.set_attribute("gen_ai.prompt", to_attribute([m.model_dump() for m in messages]))
+            model = self._model or await run_blocking(load_chat_model, self.model_uri)
+            span.add_event("state", {"state": StepState.RUNNING.value})
+            collected = StreamAccumulator(model=self.model_uri)
+            async for chunk in iterate_blocking(model.stream(messages, self.params)):
+                collected.add(chunk)
+                if chunk.text:
+                    yield chunk.text
+            result = collected.result()
+            self._record_usage(span, [result])
+            if result.time_to_first_token_s is not None:
+                span.set_attribute(
+                    "slmops.llm.time_to_first_token_ms", result.time_to_first_token_s * 1000
+                )
+            output = self._validate_output(result.text, path)
+            self._finish(span, output, self._dump(self._output_adapter, output))
+            if on_finish is not None:
+                on_finish(result, trace_id_of(span))
+        except GeneratorExit:
+            span.add_event("state", {"state": "cancelled"})
+            span.set_attribute("slmops.state", "cancelled")
+            span.set_status(StatusCode.ERROR, "stream closed by the consumer")
+            raise
+        except BaseException as exc:
+            self._record_failure(span, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, SlmopsError):
+                raise StepExecutionError(f"{type(exc).__name__}: {exc}", path=path) from exc
+            raise
+        finally:
+            span.end()
+
+    def stream(
+        self, value: Any, *, on_finish: Callable[[ChatResult, str], None] | None = None
+    ) -> Iterator[str]:
+        """:meth:`astream` for synchronous code (a terminal chat, a script)."""
+        loop = asyncio.new_event_loop()
+        pieces = self.astream(value, on_finish=on_finish)
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(anext(pieces))
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(pieces.aclose())
+            loop.close()
 
     async def _structured(
         self, model: ChatModel, messages: list[ChatMessage], results: list[ChatResult]

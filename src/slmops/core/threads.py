@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,3 +42,44 @@ async def run_blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     threading.Thread(target=target, name="slmops-blocking", daemon=True).start()
     return await future
+
+
+async def iterate_blocking(iterator: Iterator[T]) -> AsyncIterator[T]:
+    """Consume a blocking iterator (a model's token stream) from async code: a daemon thread
+    pulls items and hands them over; when the consumer stops early, the thread stops pulling
+    and closes the iterator, which ends the generation behind it."""
+    loop = asyncio.get_running_loop()
+    handoff: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def post(kind: str, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(handoff.put_nowait, (kind, value))
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    break
+                post("item", item)
+        except BaseException as exc:  # handed to the consumer
+            post("error", exc)
+        else:
+            post("done", None)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=produce, name="slmops-stream", daemon=True).start()
+    try:
+        while True:
+            kind, value = await handoff.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()

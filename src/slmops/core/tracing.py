@@ -155,6 +155,17 @@ class Tracer:
                 self._store.begin_trace(f"{span.get_span_context().trace_id:032x}")
             yield span
 
+    def start_span(self, name: str, *, root: bool, attributes: dict[str, Any]) -> Span:
+        """A span that is *not* made current: for work that spans several ``yield``s (a
+        stream), where entering and leaving a context on different tasks would fail. The
+        caller must ``end()`` it."""
+        span = self._tracer.start_span(
+            name, context=otel_context.Context() if root else None, attributes=attributes
+        )
+        if root and self._store is not None:
+            self._store.begin_trace(f"{span.get_span_context().trace_id:032x}")
+        return span
+
     def shutdown(self) -> None:
         self._provider.shutdown()
 
