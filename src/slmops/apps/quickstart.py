@@ -7,6 +7,7 @@ Function that checks the answer.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,14 @@ from slmops.core import Chain, Decision, Function, LLMCall, Retry, Step
 from slmops.models.base import ChatModel, GenerationParams
 
 DEFAULT_QUESTION = "What is the capital of France?"
+BUNDLED_DOCS = Path(__file__).parent / "quickstart_docs"
+
+
+def bundled_docs() -> Path:
+    """The small slmops handbook shipped with the package, for the RAG quickstart."""
+    return BUNDLED_DOCS
+
+
 _DEFINITION_STARTS = ("what is", "what are", "define", "explain", "who is", "who was")
 
 
