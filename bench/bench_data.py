@@ -129,32 +129,31 @@ def bench_queries(corpora: Corpora, questions: list[str]) -> None:
         call()
         timings.setdefault(label, []).append((time.perf_counter() - started) * 1000)
 
+    variants = {
+        "slmops vector (with query embedding)": lambda q, v: corpora.search(
+            "bench", q, k=10, mode="vector"
+        ),
+        "slmops vector (search only)": lambda q, v: index.search(v, 10),
+        "slmops full-text (BM25, LanceDB)": lambda q, v: corpora.search(
+            "bench", q, k=10, mode="fts"
+        ),
+        "slmops hybrid (RRF)": lambda q, v: corpora.search("bench", q, k=10, mode="hybrid"),
+        "baseline: numpy brute force": lambda q, v: np.argsort(-(index.vectors @ v))[:10],
+        "baseline: LanceDB flat vector": lambda q, v: (
+            table.search(v)
+            .distance_type("cosine")
+            .limit(10)
+            .select(["chunk_id", "_distance"])
+            .to_list()
+        ),
+    }
+    # One variant at a time: interleaving lets one library's spinning threads (OpenBLAS,
+    # LanceDB's Rust pool) slow down the next variant's query embedding.
+    for label, call in variants.items():
+        for question, vector in zip(questions, vectors, strict=True):
+            timed(label, lambda c=call, q=question, v=vector: c(q, v))
     recalls = []
-    for question, vector in zip(questions, vectors, strict=True):
-        timed(
-            "slmops vector (with query embedding)",
-            lambda q=question: corpora.search("bench", q, k=10, mode="vector"),
-        )
-        timed("slmops vector (search only)", lambda v=vector: index.search(v, 10))
-        timed(
-            "slmops full-text (BM25, LanceDB)",
-            lambda q=question: corpora.search("bench", q, k=10, mode="fts"),
-        )
-        timed(
-            "slmops hybrid (RRF)",
-            lambda q=question: corpora.search("bench", q, k=10, mode="hybrid"),
-        )
-        timed("baseline: numpy brute force", lambda v=vector: np.argsort(-(index.vectors @ v))[:10])
-        timed(
-            "baseline: LanceDB flat vector",
-            lambda v=vector: (
-                table.search(v)
-                .distance_type("cosine")
-                .limit(10)
-                .select(["chunk_id", "_distance"])
-                .to_list()
-            ),
-        )
+    for vector in vectors:
         exact = set(np.argsort(-(index.vectors @ vector))[:10].tolist())
         found = {index.rows.index(r) for r, _ in index.search(vector, 10)}
         recalls.append(len(exact & found) / 10)

@@ -732,12 +732,11 @@ class Corpora:
         return self.resolve(f"{corpus}@latest")
 
 
-_corpora_by_workspace: dict[int, Corpora] = {}
-
-
 def corpora_for(workspace: Workspace) -> Corpora:
-    """One shared :class:`Corpora` per open workspace (it caches table handles)."""
-    key = id(workspace)
-    if key not in _corpora_by_workspace:
-        _corpora_by_workspace[key] = Corpora(workspace)
-    return _corpora_by_workspace[key]
+    """The :class:`Corpora` of an open workspace, shared (it caches table handles and
+    indexes) and kept on the workspace itself, so both go away together."""
+    corpora = getattr(workspace, "_slmops_corpora", None)
+    if corpora is None:
+        corpora = Corpora(workspace)
+        workspace._slmops_corpora = corpora  # type: ignore[attr-defined]
+    return corpora

@@ -13,6 +13,21 @@ from typing import Any
 
 import numpy as np
 
+_blas: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """Run numpy's BLAS on one thread for the next block. Measured on 2 cores: OpenBLAS's
+    idle threads keep spinning after a product and halve the speed of the embedder (torch's
+    own thread pool) that runs next (query embedding p50 22 -> 10 ms, p95 66 -> 11 ms),
+    while one thread computes the 10k-row product faster anyway (2.5 -> 1.4 ms)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
 
 class ExactVectorIndex:
     """Normalised vectors plus the columns filters use, for one immutable table version."""
@@ -51,7 +66,8 @@ class ExactVectorIndex:
         columns equal every value in ``where`` (filtered before ranking, so no hits are lost)."""
         if not self.rows:
             return []
-        scores = self.vectors @ np.asarray(query, dtype=np.float32)
+        with _one_blas_thread():
+            scores = self.vectors @ np.asarray(query, dtype=np.float32)
         if where:
             mask = np.ones(len(self.rows), dtype=bool)
             for column, value in where.items():
