@@ -202,7 +202,7 @@ def bench_scale(rows: int, queries: int) -> None:
             return p50, p95, statistics.mean(recalls)
 
         results = {
-            "slmops exact (numpy, in memory)": measure(
+            "slmops exact (f16 shortlist, f32 rescore)": measure(
                 lambda q: [r["i"] for r, _ in index.search(q, 10)]
             ),
             "baseline: numpy argsort": measure(lambda q: np.argsort(-(data @ q))[:10].tolist()),

@@ -40,3 +40,23 @@ def test_reciprocal_rank_fusion_matches_hand_computation():
     assert fused["c"] == 1 / 63 + 1 / 61
     assert fused["b"] == 1 / 62
     assert [i for i, _ in reciprocal_rank_fusion([["a", "b", "c"], ["c", "a"]])] == ["a", "c", "b"]
+
+
+def test_order_is_exact_below_float16_resolution():
+    # cos 0.01 rad = 0.99995: equal to 1.0 in float16, smaller than 1.0 in float32.
+    angle = 1e-2
+    vectors = np.array([[np.cos(angle), np.sin(angle)], [1, 0], [0, 1]], dtype=np.float32)
+    index = ExactVectorIndex(vectors, [{"chunk_id": c} for c in "abc"])
+    hits = index.search(np.array([1, 0]), k=2)
+    assert [row["chunk_id"] for row, _ in hits] == ["b", "a"]
+    assert hits[0][1] > hits[1][1]
+
+
+def test_matches_brute_force_on_random_vectors():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(2000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ExactVectorIndex(vectors, [{"i": i} for i in range(2000)])
+    for query in vectors[:20] + 0.1:
+        exact = list(np.argsort(-(vectors @ query))[:10])
+        assert [row["i"] for row, _ in index.search(query, 10)] == exact

@@ -1,9 +1,12 @@
 """Exact vector search over one corpus version, held in memory.
 
-Measured on 2 cores with 100k x 384 vectors: numpy finds the exact top 10 in ~8 ms per query,
-while LanceDB's flat scan takes ~140 ms and its IVF_HNSW_SQ index needs ~13 ms to reach 0.95
-recall@10 (bench/bench_data.py). So up to millions of chunks slmops searches vectors exactly
-here; the snapshot of a version is immutable, so it is built once and shared.
+Measured on 2 cores with 100k x 384 vectors (bench/bench_data.py): LanceDB's flat scan takes
+~180 ms per query and its IVF_HNSW_SQ index ~12 ms at 0.95 recall@10; a float32 product in
+numpy takes 7-12 ms (and its OpenBLAS threads, spinning afterwards, halve the speed of the
+query embedder that runs next); a float16 product in torch takes ~3 ms on the embedder's own
+thread pool. So scores are computed in float16 to shortlist candidates, which are then
+rescored in float32: the result is the exact top k. The snapshot of a version is immutable,
+so it is built once and shared.
 """
 
 from __future__ import annotations
@@ -12,21 +15,6 @@ import json
 from typing import Any
 
 import numpy as np
-
-_blas: Any = None
-
-
-def _one_blas_thread() -> Any:
-    """Run numpy's BLAS on one thread for the next block. Measured on 2 cores: OpenBLAS's
-    idle threads keep spinning after a product and halve the speed of the embedder (torch's
-    own thread pool) that runs next (query embedding p50 22 -> 10 ms, p95 66 -> 11 ms),
-    while one thread computes the 10k-row product faster anyway (2.5 -> 1.4 ms)."""
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
-
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
 
 
 class ExactVectorIndex:
@@ -38,6 +26,7 @@ class ExactVectorIndex:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.rows = rows
         self._columns: dict[str, np.ndarray] = {}
+        self._half: Any = None  # float16 copy for the shortlist, made on first search
 
     @classmethod
     def from_arrow(cls, table: Any) -> ExactVectorIndex:
@@ -66,17 +55,23 @@ class ExactVectorIndex:
         columns equal every value in ``where`` (filtered before ranking, so no hits are lost)."""
         if not self.rows:
             return []
-        with _one_blas_thread():
-            scores = self.vectors @ np.asarray(query, dtype=np.float32)
-        if where:
-            mask = np.ones(len(self.rows), dtype=bool)
-            for column, value in where.items():
-                mask &= self._column(column) == value
-            scores = np.where(mask, scores, -np.inf)
-        k = min(k, len(self.rows))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top])]
-        return [(self.rows[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        import torch
+
+        if self._half is None:
+            self._half = torch.tensor(self.vectors, dtype=torch.float16)
+        query32 = np.asarray(query, dtype=np.float32)
+        with torch.inference_mode():
+            scores = torch.mv(self._half, torch.from_numpy(query32).to(torch.float16))
+            if where:
+                mask = np.ones(len(self.rows), dtype=bool)
+                for column, value in where.items():
+                    mask &= self._column(column) == value
+                scores = scores.masked_fill(~torch.from_numpy(mask), float("-inf"))
+            shortlist = torch.topk(scores, min(len(self.rows), 4 * k + 10)).indices.numpy()
+        shortlist = shortlist[np.isfinite(scores.numpy()[shortlist])]
+        exact = self.vectors[shortlist] @ query32  # float32 rescoring: the exact order
+        best = shortlist[np.argsort(-exact)][:k]
+        return [(self.rows[i], float(self.vectors[i] @ query32)) for i in best]
 
 
 def reciprocal_rank_fusion(rankings: list[list[str]], *, k: int = 60) -> list[tuple[str, float]]:
