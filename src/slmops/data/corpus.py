@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,13 +29,13 @@ from slmops.errors import NotFoundError, SlmopsError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
 from slmops.store.names import name_problem, tag_problem
+from slmops.store.refs import select_version, split_ref
 from slmops.store.schema import corpora, corpus_versions
 from slmops.store.workspace import Workspace
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-_REF = re.compile(r"^(?P<name>[^@]+)(?:@(?P<selector>.+))?$")
 FILTER_COLUMNS = ("doc_id", "source", "file_type", "section", "page_start", "line_start")
 _COLUMNS = [
     "chunk_id",
@@ -122,10 +121,10 @@ class CorpusDiff:
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """``handbook``, ``handbook@7``, ``handbook@release-1``, ``handbook@latest``."""
-    match = _REF.match(ref.strip())
-    if not match:
+    name, selector = split_ref(ref)
+    if not name or selector == "":
         raise DataError(f"corpus reference {ref!r} is not NAME[@VERSION|@TAG|@latest]")
-    return match.group("name"), match.group("selector")
+    return name, selector
 
 
 def _location(row: dict[str, Any]) -> str:
@@ -271,22 +270,7 @@ class Corpora:
             raise NotFoundError(f"corpus {name!r} has no committed version yet")
         if selector is None:
             selector = str(info["checked_out"]) if info["checked_out"] else "latest"
-        if selector == "latest":
-            return versions[0]
-        if selector.isdigit():
-            for version in versions:
-                if version.version == int(selector):
-                    return version
-            raise NotFoundError(
-                f"corpus {name!r} has no version {selector} (versions 1-{versions[0].version})"
-            )
-        tags = self.tags(name)
-        if selector not in tags:
-            raise NotFoundError(
-                f"corpus {name!r} has no tag {selector!r} "
-                f"(tags: {', '.join(sorted(tags)) or 'none'})"
-            )
-        return next(v for v in versions if v.version == tags[selector])
+        return select_version("corpus", name, versions, selector, lambda: self.tags(name))
 
     def tag(self, name: str, version: int, tag: str) -> None:
         problem = tag_problem(tag)

@@ -20,6 +20,7 @@ from sqlalchemy import delete, insert, select
 from slmops.core.llm_call import LLMCall
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.store.names import name_problem, tag_problem
+from slmops.store.refs import select_version, split_ref
 from slmops.store.schema import prompt_tags, prompts
 from slmops.store.workspace import Workspace
 
@@ -135,24 +136,8 @@ class PromptRegistry:
 
     def get(self, ref: str) -> PromptVersion:
         """``NAME``/``NAME@latest`` (newest), ``NAME@7`` or ``NAME@TAG``."""
-        name, _, selector = ref.strip().partition("@")
-        versions = self.log(name)
-        if not selector or selector == "latest":
-            return versions[0]
-        if selector.isdigit():
-            for version in versions:
-                if version.version == int(selector):
-                    return version
-            raise NotFoundError(
-                f"prompt {name!r} has no version {selector} (versions 1-{versions[0].version})"
-            )
-        tags = self.tags(name)
-        if selector not in tags:
-            raise NotFoundError(
-                f"prompt {name!r} has no tag {selector!r} "
-                f"(tags: {', '.join(sorted(tags)) or 'none'})"
-            )
-        return self.get(f"{name}@{tags[selector]}")
+        name, selector = split_ref(ref)
+        return select_version("prompt", name, self.log(name), selector, lambda: self.tags(name))
 
     def tag(self, name: str, version: int, tag: str) -> None:
         problem = tag_problem(tag)
