@@ -13,6 +13,7 @@ from rich.table import Table
 
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.data.corpus import corpora_for
+from slmops.models.loading import load_embedder
 
 app = typer.Typer(help="Ingest, search and version document corpora.", no_args_is_help=True)
 
@@ -32,17 +33,17 @@ def ingest_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Bring a corpus to exactly these documents and commit a version."""
-    with (
-        open_workspace(workspace) as ws,
-        Progress(
+    with open_workspace(workspace) as ws:
+        with console.status("Loading the embedder..."):  # torch + the model: seconds, once
+            load_embedder(embedder or ws.settings.embedder)
+        bar = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
             transient=True,
-        ) as bar,
-    ):
+        )
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:
@@ -50,15 +51,16 @@ def ingest_command(
                 tasks[stage] = bar.add_task(stage, total=max(total, 1))
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
-        report = corpora_for(ws).ingest(
-            corpus,
-            paths,
-            message=message,
-            embedder=embedder,
-            chunk_tokens=chunk_tokens,
-            overlap_tokens=overlap_tokens,
-            on_progress=on_progress,
-        )
+        with bar:
+            report = corpora_for(ws).ingest(
+                corpus,
+                paths,
+                message=message,
+                embedder=embedder,
+                chunk_tokens=chunk_tokens,
+                overlap_tokens=overlap_tokens,
+                on_progress=on_progress,
+            )
     for skipped in report.skipped:
         console.print(f"[yellow]skipped[/] {escape(skipped.path)}: {escape(skipped.reason)}")
     summary = (
@@ -91,7 +93,7 @@ def search_command(
         if not sep:
             raise typer.BadParameter(f"{item!r} is not COLUMN=VALUE", param_hint="--where")
         filters[column.strip()] = int(value) if value.strip().isdigit() else value.strip()
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace) as ws, console.status("Searching (loading the embedder)..."):
         version, hits = corpora_for(ws).search(
             ref,
             query,

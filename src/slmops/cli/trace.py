@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -86,6 +87,9 @@ def _span_label(span: dict[str, Any], show_io: bool) -> str:
             f"\n  [yellow]retry after attempt {event['attributes'].get('attempt')}: "
             f"{event['attributes'].get('error')}[/]"
         )
+    sources = attributes.get("slmops.retrieval.sources")
+    if sources:  # lineage: where a retrieval's passages came from
+        label += "\n  [dim]sources:[/] " + "; ".join(escape(str(s)) for s in sources)
     if span["error"]:
         label += f"\n  [red]{span['error']}[/]"
     if show_io:
