@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -40,6 +43,19 @@ def test_data_commands_end_to_end(tmp_path):
         "data", "search", "kb", "free", "--mode", "fts", "--where", "doc_id=shipping.md", home=home
     )
     assert "shipping.md" in filtered.stdout and "refunds.md" not in filtered.stdout
+
+    lineage = (
+        "from slmops.core import use_workspace\n"
+        "from slmops.data.retrieve import Retrieve\n"
+        "with use_workspace():\n"
+        "    print(Retrieve('kb', k=1).invoke('refund time').trace_id)\n"
+    )
+    env = {**os.environ, "SLMOPS_HOME": str(home)}
+    trace_id = subprocess.run(
+        [sys.executable, "-c", lineage], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
+    shown = slmops("trace", "show", trace_id, home=home).stdout
+    assert "corpus=kb version=2" in shown and "sources: refunds.md, lines 3-3" in shown
 
     assert slmops("data", "tag", "kb", "1", "launch", home=home).returncode == 0
     log = slmops("data", "log", "kb", home=home).stdout
