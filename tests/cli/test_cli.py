@@ -25,6 +25,14 @@ def slmops(*args: str, home: Path, timeout: float = 120) -> subprocess.Completed
     )
 
 
+def python_in(home: Path, code: str) -> str:
+    """Run a Python snippet against the workspace ``home``; its printed output, stripped."""
+    env = {**os.environ, "SLMOPS_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -69,10 +77,7 @@ def test_trace_show_io_and_json(tmp_path):
         "def double(x: int) -> int:\n    return 2 * x\n"
         "with use_workspace():\n    print(Function(double).invoke(21).trace_id)\n"
     )
-    env = {**os.environ, "SLMOPS_HOME": str(tmp_path)}
-    trace_id = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    ).stdout.strip()
+    trace_id = python_in(tmp_path, code)
     shown = slmops("trace", "show", trace_id, "--io", home=tmp_path)
     assert "input: 21" in shown.stdout and "output: 42" in shown.stdout
     as_json = slmops("trace", "show", trace_id, "--json", home=tmp_path)

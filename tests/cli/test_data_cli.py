@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.cli.test_cli import assert_one_line_error, slmops
+from tests.cli.test_cli import assert_one_line_error, python_in, slmops
 
 pytestmark = pytest.mark.model
 
@@ -50,10 +47,7 @@ def test_data_commands_end_to_end(tmp_path):
         "with use_workspace():\n"
         "    print(Retrieve('kb', k=1).invoke('refund time').trace_id)\n"
     )
-    env = {**os.environ, "SLMOPS_HOME": str(home)}
-    trace_id = subprocess.run(
-        [sys.executable, "-c", lineage], capture_output=True, text=True, env=env, check=True
-    ).stdout.strip()
+    trace_id = python_in(home, lineage)
     shown = slmops("trace", "show", trace_id, home=home).stdout
     assert "corpus=kb version=2" in shown and "sources: refunds.md, lines 3-3" in shown
 

@@ -401,8 +401,7 @@ class Corpora:
         if not to_add and not to_remove and committed is not None:
             return report  # nothing changed: no new version
 
-        vectors = self._vectors_for(to_add, old, model, batch_size, progress)
-        report.embedded = vectors.pop("__embedded__")  # type: ignore[arg-type]
+        vectors, report.embedded = self._vectors_for(to_add, old, model, batch_size, progress)
         rows = [
             {
                 **self._row_fields(c),
@@ -456,7 +455,8 @@ class Corpora:
         model: Embedder,
         batch_size: int,
         progress: Progress,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], int]:
+        """A vector per text hash, reusing stored ones; and how many had to be embedded."""
         known = {entry["text_hash"]: entry["vector"] for entry in old.values()}
         vectors: dict[str, Any] = {}
         missing = [c for c in chunks if c.text_hash not in known]
@@ -469,8 +469,7 @@ class Corpora:
             for chunk, vector in zip(batch, model.embed([c.text for c in batch]), strict=True):
                 vectors[chunk.text_hash] = vector.tolist()
             progress("embedding", min(start + batch_size, len(missing)), len(missing))
-        vectors["__embedded__"] = len(missing)
-        return vectors
+        return vectors, len(missing)
 
     def _write(
         self,
