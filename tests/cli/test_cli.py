@@ -13,13 +13,21 @@ import pytest
 from tests.conftest import requires_graphviz
 
 
-def slmops(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def slmops(
+    *args: str,
+    home: Path,
+    timeout: float = 180,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SLMOPS_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
         [sys.executable, "-m", "slmops.cli.main", *args],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
+        input=stdin,
         timeout=timeout,
         check=False,
     )
@@ -41,29 +49,38 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: st
 
 
 @pytest.mark.model
-def test_quickstart_answers_and_prints_graph_and_trace(tmp_path):
+def test_quickstart_gives_a_sourced_answer_with_versions_and_trace(tmp_path):
     result = slmops("quickstart", home=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Paris" in result.stdout
-    assert "flowchart TD" in result.stdout and "route" in result.stdout
+    for expected in (
+        "Corpus handbook@1: 6 documents",
+        "Created stack handbook-rag",
+        "Sources",
+        "06-prompts.md",
+        "corpus handbook@1, prompt handbook-rag-answer@1, model local:smollm2-135m",
+    ):
+        assert expected in result.stdout
     trace_id = result.stdout.split("Trace id: ")[1].split()[0]
     assert len(trace_id) == 32
 
     shown = slmops("trace", "show", trace_id[:10], home=tmp_path)
     assert shown.returncode == 0, shown.stderr
     for expected in (
-        "quickstart",
-        "normalize",
-        "route",
-        "explain",
-        "local:smollm2-135m",
-        "branch=explain",
-        "cache hit=False",
+        "handbook-rag stack",
+        "retrieve retrieval",
+        "corpus=handbook version=1",
+        "answer llm",
+        "prompt=handbook-rag-answer@1",
+        "cite cite",
     ):
         assert expected in shown.stdout
 
     listed = slmops("trace", "list", home=tmp_path)
     assert trace_id in listed.stdout and "ok" in listed.stdout
+
+    again = slmops("quickstart", "What is the capital of France?", home=tmp_path)
+    assert "(0 embedded now)" in again.stdout  # the second run re-embeds nothing
+    assert "Refused: no retrieved passage is about the question" in again.stdout
 
 
 def test_trace_commands_on_an_empty_workspace(tmp_path):

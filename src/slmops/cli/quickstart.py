@@ -1,40 +1,69 @@
-"""``slmops quickstart``: the main job on the shipped defaults."""
+"""``slmops quickstart``: the main job on the shipped defaults, a sourced answer from RAG.
+
+It ingests the handbook bundled with slmops into corpus ``handbook`` (incremental: a re-run
+embeds nothing), writes the ``handbook-rag`` stack from the rag template into the
+workspace's ``stacks/`` folder the first time, and asks it a question.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.panel import Panel
 
-from slmops.apps.quickstart import DEFAULT_QUESTION, build_quickstart
-from slmops.cli.common import WorkspaceOption, console, open_runtime
-from slmops.core.runtime import use_runtime
-from slmops.errors import GraphRenderError
+from slmops.apps.build import build_stack
+from slmops.apps.quickstart import bundled_docs
+from slmops.apps.templates import DEFAULT_MODEL, init_stack
+from slmops.cli.common import WorkspaceOption, console, open_workspace
+from slmops.cli.stacks import print_output, print_versions
+from slmops.core.runtime import Runtime, use_runtime
+from slmops.data.corpus import corpora_for
+from slmops.models.loading import load_embedder
+
+QUICKSTART_QUESTION = "How do I version a prompt?"
+QUICKSTART_CORPUS = "handbook"
+QUICKSTART_STACK = "handbook-rag"
 
 
 def quickstart_command(
-    question: str = typer.Argument(DEFAULT_QUESTION, help="The question to answer."),
-    model: str = typer.Option("local:smollm2-135m", "--model", "-m", help="Chat model URI."),
+    question: str = typer.Argument(QUICKSTART_QUESTION, help="A question about slmops."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Chat model URI instead of the shipped SmolLM2-135M."
+    ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
-    """Answer a question with a small composed app on the shipped model; print its answer,
-    graph and trace id."""
-    app = build_quickstart(model)
-    runtime = open_runtime(workspace)
-    with console.status("Loading the model and answering..."), use_runtime(runtime):
-        result = app.invoke({"question": question})
-    console.print(Panel(result.output, title=f"[bold]{question}[/]", border_style="green"))
-    graph = app.graph()
-    console.print("[bold]Graph[/] (Mermaid):")
-    console.print(graph.mermaid(), markup=False, highlight=False, soft_wrap=True)
-    assert runtime.workspace is not None
-    image = runtime.workspace.home / "graphs" / "quickstart.svg"
-    try:
-        image.parent.mkdir(parents=True, exist_ok=True)
-        graph.render(image)
-        console.print(f"Graph image: {image}")
-    except GraphRenderError as exc:
-        console.print(f"[yellow]No graph image: {exc}[/]")
+    """Build the RAG quickstart on the shipped models and answer a question about the
+    bundled slmops handbook, with sources, versions and the trace id."""
+    with open_workspace(workspace) as ws:
+        with console.status("Loading the embedder and ingesting the bundled handbook..."):
+            load_embedder(ws.settings.embedder)
+            report = corpora_for(ws).ingest(
+                QUICKSTART_CORPUS, [bundled_docs()], message="bundled slmops handbook"
+            )
+        current = corpora_for(ws).resolve(QUICKSTART_CORPUS)
+        console.print(
+            f"Corpus [bold]{QUICKSTART_CORPUS}@{current.version}[/]: {report.documents} "
+            f"documents, {report.chunks} chunks ({report.embedded} embedded now)"
+        )
+        stacks_dir = ws.home / "stacks"
+        if not (stacks_dir / QUICKSTART_STACK / "slmops.toml").exists():
+            init_stack(
+                QUICKSTART_STACK,
+                "rag",
+                ws,
+                directory=stacks_dir,
+                corpus=QUICKSTART_CORPUS,
+                model=DEFAULT_MODEL,
+            )
+            console.print(f"Created stack [bold]{QUICKSTART_STACK}[/] in {stacks_dir}")
+        stack = build_stack(QUICKSTART_STACK, ws, models={"chat": model} if model else None)
+        runtime = Runtime.from_workspace(ws)
+        with console.status("Loading the model and answering..."), use_runtime(runtime):
+            result = stack.invoke(question)
+    print_output(result.output, question)
+    print_versions(stack)
     console.print(f"Trace id: [bold]{result.trace_id}[/]  ({result.duration_ms:.0f} ms)")
     console.print(f"See it with: slmops trace show {result.trace_id[:12]}")
+    console.print(
+        f"Next: slmops chat {QUICKSTART_STACK}   ·   slmops stack graph {QUICKSTART_STACK}"
+    )

@@ -53,14 +53,4 @@ class Chain(Step[Any, Any]):
         return value
 
     def draw(self, builder: GraphBuilder) -> tuple[list[str], list[str]]:
-        with builder.cluster(f"chain: {self.name}"):
-            entries: list[str] = []
-            exits: list[str] = []
-            for step in self.steps:
-                step_entries, step_exits = builder.add(step)
-                for source in exits:
-                    for target in step_entries:
-                        builder.edge(source, target)
-                entries = entries or step_entries
-                exits = step_exits
-        return entries, exits
+        return builder.sequence(f"chain: {self.name}", self.steps)

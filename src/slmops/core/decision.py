@@ -93,11 +93,4 @@ class Decision(Step[Any, Any]):
 
     def draw(self, builder: GraphBuilder) -> tuple[list[str], list[str]]:
         router_name = getattr(self.router, "__name__", "router")
-        decision = builder.node(f"{self.name}\nrouter: {router_name}", "diamond")
-        exits: list[str] = []
-        for key, branch in self.branches.items():
-            entries, branch_exits = builder.add(branch)
-            for target in entries:
-                builder.edge(decision, target, label=key)
-            exits.extend(branch_exits)
-        return [decision], exits
+        return builder.branches(f"{self.name}\nrouter: {router_name}", self.branches)

@@ -3,7 +3,7 @@ DOT, and SVG/PNG rendered locally by Graphviz (never by an online service)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +203,33 @@ class GraphBuilder:
             for target in fallback_entries:
                 self.edge(source, target, label="on failure", dashed=True)
         return entries, exits + fallback_exits
+
+    def sequence(self, label: str, steps: Sequence[Step[Any, Any]]) -> tuple[list[str], list[str]]:
+        """Draw ``steps`` one after another inside a cluster named ``label``."""
+        with self.cluster(label):
+            entries: list[str] = []
+            exits: list[str] = []
+            for step in steps:
+                step_entries, step_exits = self.add(step)
+                for source in exits:
+                    for target in step_entries:
+                        self.edge(source, target)
+                entries = entries or step_entries
+                exits = step_exits
+        return entries, exits
+
+    def branches(
+        self, label: str, branches: Mapping[str, Step[Any, Any]]
+    ) -> tuple[list[str], list[str]]:
+        """Draw a diamond named ``label`` with one labelled edge to each branch."""
+        decision = self.node(label, "diamond")
+        exits: list[str] = []
+        for key, branch in branches.items():
+            entries, branch_exits = self.add(branch)
+            for target in entries:
+                self.edge(decision, target, label=key)
+            exits.extend(branch_exits)
+        return [decision], exits
 
 
 def build_graph(step: Step[Any, Any]) -> Graph:

@@ -13,7 +13,7 @@ import copy
 import enum
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
@@ -229,24 +229,40 @@ class Step(Generic[I, O]):
         return RunResult(output, captured["trace_id"], (time.perf_counter() - started) * 1000)
 
     async def _invoke(self, value: Any, captured: dict[str, str] | None = None) -> O:
+        with self._traced(captured) as (path, span, runtime):
+            return await self._run_traced(value, path, span, runtime)
+
+    @contextlib.contextmanager
+    def _traced(
+        self, captured: dict[str, str] | None = None, attributes: dict[str, Any] | None = None
+    ) -> Iterator[tuple[str, Span, Runtime]]:
+        """The scope of one run of this step: its path, its current span (a new trace at the
+        top level) and the runtime. Failures are recorded on the span; errors that are not
+        slmops errors are wrapped, naming the step path."""
         parent_path = _current_path.get()
         path = f"{parent_path}/{self.name}" if parent_path else self.name
         runtime = get_runtime()
-        attributes = {
+        span_attributes = {
             "slmops.step.kind": self.kind,
             "slmops.step.path": path,
             "slmops.step.version": self.version,
             **self.span_attributes(),
+            **(attributes or {}),
         }
         token = _current_path.set(path)
         try:
             with runtime.tracer.span(
-                self.name, root=not parent_path, attributes=attributes
+                self.name, root=not parent_path, attributes=span_attributes
             ) as span:
                 if captured is not None:
                     captured["trace_id"] = trace_id_of(span)
                 try:
-                    return await self._run_traced(value, path, span, runtime)
+                    yield path, span, runtime
+                except GeneratorExit:  # a stream closed by its consumer
+                    span.add_event("state", {"state": "cancelled"})
+                    span.set_attribute("slmops.state", "cancelled")
+                    span.set_status(StatusCode.ERROR, "stream closed by the consumer")
+                    raise
                 except BaseException as exc:
                     self._record_failure(span, exc)
                     if isinstance(exc, Exception) and not isinstance(exc, SlmopsError):

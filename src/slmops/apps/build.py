@@ -1,0 +1,272 @@
+"""Compile a manifest into a runnable :class:`Stack`, resolving dependency stacks.
+
+Dependencies are built depth first; a stack that (through any chain) depends on itself is
+refused, naming the cycle. User Python steps (``call = "module:function"``) are imported with
+the stack's folder on ``sys.path``, so a stack can keep its code beside its manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from slmops.apps.citations import Cite
+from slmops.apps.discovery import find_stack, stack_roots
+from slmops.apps.lock import Resolved, resolve
+from slmops.apps.manifest import (
+    CiteStep,
+    FieldSpec,
+    FunctionStep,
+    LLMStep,
+    LoadedManifest,
+    ManifestError,
+    RetrieveStep,
+    RouteStep,
+    SampleStep,
+    StackStep,
+    StepSpec,
+    load_manifest,
+)
+from slmops.apps.sampling import Sample
+from slmops.apps.stack import Node, Route, RouteNode, Stack
+from slmops.core.concurrent import Map
+from slmops.core.function import Function
+from slmops.core.options import Retry
+from slmops.core.step import Step
+from slmops.data.retrieve import Retrieve
+from slmops.errors import SlmopsError
+from slmops.models.base import GenerationParams
+from slmops.store.workspace import Workspace
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "list[string]": list[str],
+    "messages": list[Message],
+    "any": Any,
+}
+
+
+def field_type(spec: FieldSpec) -> Any:
+    if isinstance(spec.type, list):
+        return Literal[tuple(spec.type)]
+    return _TYPES[spec.type]
+
+
+def model_from_fields(name: str, fields: dict[str, FieldSpec]) -> type[BaseModel]:
+    """A pydantic model for declared fields: required ones, or optional with a default."""
+    definitions: dict[str, Any] = {}
+    for field, spec in fields.items():
+        tp = field_type(spec)
+        if spec.required:
+            definitions[field] = (tp, ...)
+        elif spec.default is not None:
+            definitions[field] = (tp, spec.default)
+        elif spec.type == "messages":
+            definitions[field] = (tp, [])
+        else:
+            definitions[field] = (tp | None, None)
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        name, __config__=ConfigDict(extra="forbid"), **definitions
+    )
+    return model
+
+
+def _class_name(stack: str, suffix: str) -> str:
+    return "".join(part.capitalize() for part in stack.replace("_", "-").split("-")) + suffix
+
+
+class _Builder:
+    def __init__(
+        self, workspace: Workspace, *, use_lock: bool, models: dict[str, str] | None
+    ) -> None:
+        self.workspace = workspace
+        self.use_lock = use_lock
+        self.models = models
+        self.roots = stack_roots(workspace)
+
+    def build(self, path: Path, chain: tuple[Path, ...], node_name: str | None) -> Stack:
+        if path in chain:
+            names = [load_manifest(p).name for p in (*chain[chain.index(path) :], path)]
+            raise ManifestError(f"stack dependency cycle: {' -> '.join(names)}")
+        loaded = load_manifest(path)
+        top_level = not chain  # model overrides apply to the stack asked for, not its members
+        resolved = resolve(
+            loaded,
+            self.workspace,
+            use_lock=self.use_lock,
+            models=self.models if top_level else None,
+        )
+        dependency_paths = {
+            ref: find_stack(ref, self.roots, near=loaded.directory)
+            for ref in loaded.manifest.stack.depends_on
+        }
+
+        def dependencies(ref: str, node_name: str) -> Stack:
+            return self.build(dependency_paths[ref], (*chain, path), node_name)
+
+        nodes = []
+        previous = "input"
+        for index, spec in enumerate(loaded.manifest.steps, start=1):
+            try:
+                nodes.append(self._node(spec, previous, loaded, resolved, dependencies))
+            except ManifestError:
+                raise
+            except SlmopsError as exc:
+                raise ManifestError(f"{loaded.path}: steps[{index}] ({spec.name}): {exc}") from None
+            previous = spec.name
+        input_model = model_from_fields(
+            _class_name(loaded.name, "Input"), loaded.manifest.stack.input
+        )
+        return Stack(
+            node_name or loaded.name,
+            manifest=loaded,
+            resolved=resolved,
+            nodes=nodes,
+            input_type=input_model,
+            output=loaded.output_step,
+        )
+
+    def _node(
+        self,
+        spec: StepSpec,
+        previous: str,
+        loaded: LoadedManifest,
+        resolved: Resolved,
+        dependencies: Callable[[str, str], Stack],
+    ) -> Node:
+        options: dict[str, Any] = {
+            "retry": Retry(attempts=spec.retry) if spec.retry > 1 else None,
+            "timeout_s": spec.timeout_s,
+            "cache": spec.cache,
+            "description": spec.description,
+        }
+        source = spec.input if spec.input is not None else previous
+        step: Step[Any, Any]
+        if isinstance(spec, RetrieveStep):
+            step = Retrieve(
+                resolved.corpus_ref(spec.corpus),
+                name=spec.name,
+                k=spec.k,
+                mode=spec.mode,
+                where=spec.where,
+                **options,
+            )
+        elif isinstance(spec, LLMStep):
+            return self._llm_node(spec, source, loaded, resolved, options)
+        elif isinstance(spec, FunctionStep):
+            step = Function(_import(spec.call, loaded), name=spec.name, **options)
+        elif isinstance(spec, StackStep):
+            step = dependencies(spec.stack, spec.name)  # its span carries the node's name
+        elif isinstance(spec, RouteStep):
+            routes = {label: dependencies(target, target) for label, target in spec.routes.items()}
+            return RouteNode(
+                spec.name, Route(spec.name, by=spec.by, routes=routes), source, by=spec.by
+            )
+        elif isinstance(spec, CiteStep):
+            step = Cite(
+                spec.name,
+                min_relevance=spec.min_relevance,
+                min_support=spec.min_support,
+                max_citations=spec.max_citations,
+                refusal=spec.refusal,
+                **options,
+            )
+            source = {"question": spec.question, "answer": spec.answer, "retrieval": spec.retrieval}
+        elif isinstance(spec, SampleStep):
+            step = Sample(
+                spec.name,
+                corpus=resolved.corpus_ref(spec.corpus),
+                seed=spec.seed,
+                min_chars=spec.min_chars,
+                **options,
+            )
+            if isinstance(spec.n, int):
+                return Node(spec.name, step, None, constant=spec.n)
+            source = spec.n
+        else:  # pragma: no cover - the manifest schema admits no other kind
+            raise ManifestError(f"unknown step kind {spec.kind!r}")
+        return Node(spec.name, step, source)
+
+    def _llm_node(
+        self,
+        spec: LLMStep,
+        source: Any,
+        loaded: LoadedManifest,
+        resolved: Resolved,
+        options: dict[str, Any],
+    ) -> Node:
+        output_type: Any = str
+        if spec.labels is not None:
+            output_type = create_model(  # type: ignore[call-overload]
+                _class_name(spec.name, "Label"), label=(Literal[tuple(spec.labels)], ...)
+            )
+        elif spec.fields is not None:
+            output_type = model_from_fields(_class_name(spec.name, "Output"), spec.fields)
+        prompt = resolved.prompts[spec.prompt]
+        call = prompt.to_llm_call(
+            step_name=spec.name if spec.for_each is None else f"{spec.name}-item",
+            input_type=Any,
+            output_type=output_type,
+            model=resolved.models[spec.model],
+            params=GenerationParams(
+                max_tokens=spec.max_tokens,
+                temperature=spec.temperature,
+                seed=spec.seed,
+                stop=tuple(spec.stop),
+            ),
+            **options,
+        )
+        if spec.for_each is None:
+            return Node(spec.name, call, source)
+        shared = source if isinstance(source, dict) and spec.input is not None else {}
+        return Node(spec.name, Map(spec.name, call, max_concurrency=1), shared, spec.for_each)
+
+
+def _import(call: str, loaded: LoadedManifest) -> Any:
+    module_name, _, attribute = call.partition(":")
+    directory = str(loaded.directory)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)  # the stack's own modules, beside its manifest
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs user code: report whatever it raised
+        raise ManifestError(
+            f"{loaded.path}: cannot import '{module_name}' for call = {call!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ManifestError(
+            f"{loaded.path}: {call!r}: '{module_name}' has no function '{attribute}'"
+        )
+    return function
+
+
+def build_stack(
+    ref: str | Path,
+    workspace: Workspace,
+    *,
+    use_lock: bool = True,
+    models: dict[str, str] | None = None,
+    name: str | None = None,
+) -> Stack:
+    """The stack ``ref`` names (a name or a path), with its dependencies, ready to run.
+    ``models`` replaces the stack's model URIs by alias (``{"chat": "gguf:/m.gguf"}``)."""
+    path = find_stack(str(ref), stack_roots(workspace))
+    return _Builder(workspace, use_lock=use_lock, models=models).build(path, (), name)

@@ -1,0 +1,159 @@
+"""Resolving a stack's versioned references, and the lock file that pins them.
+
+``slmops stack lock`` writes ``slmops.lock`` beside the manifest: every corpus and prompt
+reference resolved to a concrete version (``docs@latest`` -> ``docs@3``), with the manifest's
+hash. A stack with a lock runs on exactly those versions whatever is ingested later; a lock
+made for an older manifest is refused rather than silently half-applied.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from slmops.apps.manifest import LoadedManifest, ManifestError
+from slmops.data.corpus import Corpora, CorpusVersion, corpora_for
+from slmops.errors import NotFoundError, UnknownModelError
+from slmops.models.uri import parse_model_uri
+from slmops.prompts.registry import PromptRegistry, PromptVersion
+from slmops.store.workspace import Workspace
+
+LOCK_FILE = "slmops.lock"
+
+
+class StackLock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stack: str
+    manifest_sha256: str
+    locked_at: float
+    models: dict[str, str]
+    corpora: dict[str, str]
+    prompts: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a stack runs on: concrete corpus and prompt versions, and model URIs."""
+
+    models: dict[str, str]
+    corpora: dict[str, CorpusVersion]
+    prompts: dict[str, PromptVersion]
+    locked: bool
+
+    def corpus_ref(self, alias: str) -> str:
+        version = self.corpora[alias]
+        return f"{version.corpus}@{version.version}"
+
+    def summary(self) -> dict[str, dict[str, str]]:
+        return {
+            "models": dict(self.models),
+            "corpora": {alias: self.corpus_ref(alias) for alias in self.corpora},
+            "prompts": {alias: p.ref for alias, p in self.prompts.items()},
+        }
+
+
+def lock_path(loaded: LoadedManifest) -> Path:
+    return loaded.directory / LOCK_FILE
+
+
+def read_lock(loaded: LoadedManifest) -> StackLock | None:
+    """The stack's lock, or None without one; a stale or broken lock is an error."""
+    path = lock_path(loaded)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        lock = StackLock.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise ManifestError(
+            f"{path}: not a valid lock file ({str(exc).splitlines()[0]}); "
+            f"run: slmops stack lock {loaded.directory}"
+        ) from None
+    if lock.manifest_sha256 != loaded.sha256:
+        raise ManifestError(
+            f"{path} was made for an earlier version of {loaded.path.name}; "
+            f"run: slmops stack lock {loaded.directory}"
+        )
+    return lock
+
+
+def _corpus(corpora: Corpora, alias: str, ref: str, loaded: LoadedManifest) -> CorpusVersion:
+    name = ref.partition("@")[0]
+    try:
+        return corpora.resolve(ref)
+    except NotFoundError as exc:
+        hint = ""
+        if name not in corpora.names():
+            hint = f"; ingest documents with: slmops data ingest PATH --corpus {name}"
+        raise ManifestError(f"{loaded.path}: corpora.{alias}: {exc}{hint}") from None
+
+
+def _prompt(
+    registry: PromptRegistry, alias: str, ref: str, loaded: LoadedManifest
+) -> PromptVersion:
+    try:
+        return registry.get(ref)
+    except NotFoundError as exc:
+        raise ManifestError(f"{loaded.path}: prompts.{alias}: {exc}") from None
+
+
+def resolve(
+    loaded: LoadedManifest,
+    workspace: Workspace,
+    *,
+    use_lock: bool = True,
+    models: Mapping[str, str] | None = None,
+) -> Resolved:
+    """Resolve every reference (through the lock when there is one and ``use_lock``);
+    ``models`` replaces model URIs by alias (to try another model without editing files)."""
+    manifest = loaded.manifest
+    lock = read_lock(loaded) if use_lock else None
+    corpus_refs = lock.corpora if lock else manifest.corpora
+    prompt_refs = lock.prompts if lock else manifest.prompts
+    unknown = sorted(set(models or {}) - set(manifest.models))
+    if unknown:
+        raise ManifestError(
+            f"{loaded.path}: no model alias {', '.join(unknown)} to replace "
+            f"(aliases: {', '.join(sorted(manifest.models)) or 'none'})"
+        )
+    chosen = {**manifest.models, **(models or {})}
+    for alias, uri in chosen.items():
+        try:
+            parse_model_uri(uri)
+        except UnknownModelError as exc:
+            raise ManifestError(f"{loaded.path}: models.{alias}: {exc}") from None
+    corpora = corpora_for(workspace)
+    registry = PromptRegistry(workspace)
+    return Resolved(
+        models=chosen,
+        corpora={a: _corpus(corpora, a, ref, loaded) for a, ref in corpus_refs.items()},
+        prompts={a: _prompt(registry, a, ref, loaded) for a, ref in prompt_refs.items()},
+        locked=lock is not None,
+    )
+
+
+def write_lock(loaded: LoadedManifest, workspace: Workspace) -> StackLock:
+    """Pin every reference of the manifest (ignoring any existing lock) and write the lock
+    atomically, so a crash never leaves half a file."""
+    resolved = resolve(loaded, workspace, use_lock=False)
+    summary = resolved.summary()
+    lock = StackLock(
+        stack=loaded.name,
+        manifest_sha256=loaded.sha256,
+        locked_at=time.time(),
+        models=summary["models"],
+        corpora=summary["corpora"],
+        prompts=summary["prompts"],
+    )
+    path = lock_path(loaded)
+    partial = path.with_suffix(".lock.partial")
+    partial.write_text(json.dumps(lock.model_dump(), indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return lock

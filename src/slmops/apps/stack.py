@@ -1,0 +1,245 @@
+"""A running app stack: a step whose nodes read from and write to a shared state.
+
+The state starts as ``{"input": <stack input>, "settings": {...}}``; each node's output is
+stored under the node's name. A node's input is a state path or a table of paths, read as
+plain JSON-like values (so prompts and user functions see dicts and lists, whatever step
+produced them). A stack is itself a step, so it nests inside other stacks (one nested span)
+and inside any core composition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from opentelemetry import trace as otel_trace
+from pydantic import BaseModel
+
+from slmops.apps.lock import Resolved
+from slmops.apps.manifest import InputPath, LoadedManifest
+from slmops.core.llm_call import LLMCall
+from slmops.core.step import Step, StepState
+from slmops.core.tracing import trace_id_of
+from slmops.core.typing_rules import adapter
+from slmops.errors import RoutingError, StepInputError
+
+if TYPE_CHECKING:
+    from slmops.core.graph import GraphBuilder
+    from slmops.models.base import ChatResult
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` as JSON-like Python (dicts, lists, strings, numbers), models included."""
+    return adapter(Any).dump_python(value, mode="json")
+
+
+def read_path(state: Mapping[str, Any], path: str) -> Any:
+    """The JSON-like value at ``path`` (``retrieve.hits.0.text``) in the state."""
+    root, *rest = path.split(".")
+    value = to_plain(state[root])
+    for part in rest:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise StepInputError(f"the state has nothing at '{path}' (no '{part}')")
+    return value
+
+
+@dataclass(frozen=True)
+class Node:
+    """One manifest step, compiled: the step to run and where its input comes from."""
+
+    name: str
+    step: Step[Any, Any]
+    input: InputPath | None  # None: the input is ``constant``
+    for_each: str | None = None
+    constant: Any = None
+
+    def value(self, state: Mapping[str, Any]) -> Any:
+        if self.input is None:
+            return self.constant
+        if self.for_each is None:
+            return self._read(state)
+        items = read_path(state, self.for_each)
+        if not isinstance(items, list):
+            raise StepInputError(f"for_each '{self.for_each}' is not a list", path=self.name)
+        shared = self._read(state) if isinstance(self.input, dict) else {}
+        return [{**shared, "item": item} for item in items]
+
+    def _read(self, state: Mapping[str, Any]) -> Any:
+        if self.input is None:
+            return self.constant
+        if isinstance(self.input, str):
+            return read_path(state, self.input)
+        return {variable: read_path(state, path) for variable, path in self.input.items()}
+
+
+class Stack(Step[Any, Any]):
+    """An app stack built from a manifest (see :func:`slmops.apps.build.build_stack`)."""
+
+    kind: ClassVar[str] = "stack"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        manifest: LoadedManifest,
+        resolved: Resolved,
+        nodes: Sequence[Node],
+        input_type: type[BaseModel],
+        output: str,
+    ) -> None:
+        self.manifest = manifest
+        self.resolved = resolved
+        self.nodes = tuple(nodes)
+        self.output_node = output
+        output_step = next(node.step for node in self.nodes if node.name == output)
+        super().__init__(
+            name,
+            input_type=input_type,
+            output_type=output_step.output_type,
+            description=manifest.manifest.stack.description,
+            version=manifest.sha256[:12],
+        )
+
+    @property
+    def stack_name(self) -> str:
+        return self.manifest.name
+
+    def children(self) -> Sequence[Step[Any, Any]]:
+        return tuple(node.step for node in self.nodes)
+
+    def span_attributes(self) -> dict[str, Any]:
+        summary = self.resolved.summary()
+        return {
+            "slmops.stack.name": self.stack_name,
+            "slmops.stack.manifest": str(self.manifest.path),
+            "slmops.stack.locked": self.resolved.locked,
+            "slmops.stack.corpora": json.dumps(summary["corpora"]),
+            "slmops.stack.prompts": json.dumps(summary["prompts"]),
+            "slmops.stack.models": json.dumps(summary["models"]),
+        }
+
+    def graph_label(self) -> str:
+        return f"stack: {self.stack_name}"
+
+    def draw(self, builder: GraphBuilder) -> tuple[list[str], list[str]]:
+        return builder.sequence(f"stack: {self.stack_name}", self.children())
+
+    # --- input ---------------------------------------------------------------------------
+
+    def text_field(self) -> str | None:
+        """The input field a plain string fills: the only required string field, if any."""
+        fields = self.input_type.model_fields
+        required = [n for n, f in fields.items() if f.is_required()]
+        candidates = required if required else list(fields)
+        if len(candidates) == 1 and fields[candidates[0]].annotation is str:
+            return candidates[0]
+        return None
+
+    def _validate_input(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            field = self.text_field()
+            if field is None:
+                raise StepInputError(
+                    "this stack takes JSON input with fields "
+                    f"{', '.join(self.input_type.model_fields)}, not plain text",
+                    path=path,
+                )
+            value = {field: value}
+        elif isinstance(value, BaseModel) and not isinstance(value, self.input_type):
+            value = value.model_dump()
+        return super()._validate_input(value, path)
+
+    def _initial_state(self, value: BaseModel) -> dict[str, Any]:
+        return {"input": value, "settings": dict(self.manifest.manifest.settings)}
+
+    # --- running -------------------------------------------------------------------------
+
+    async def _execute(self, value: Any) -> Any:
+        state = self._initial_state(value)
+        for node in self.nodes:
+            state[node.name] = await node.step._invoke(node.value(state))
+        return state[self.output_node]
+
+    def streaming_node(self) -> Node | None:
+        """The node whose text streams to the caller: the last plain-text LLM call."""
+        for node in reversed(self.nodes):
+            if isinstance(node.step, LLMCall) and not node.step.structured and not node.for_each:
+                return node
+        return None
+
+    async def astream(
+        self, value: Any, *, on_finish: Callable[[Any, str], None] | None = None
+    ) -> AsyncIterator[str]:
+        """Run the stack, yielding the streaming node's text as the model produces it; the
+        nodes after it (citations) run once it is complete. ``on_finish(output, trace_id)``
+        receives the stack's output. Consume it within one task (one ``asyncio.run``)."""
+        streamer = self.streaming_node()
+        with self._traced(attributes={"slmops.stream": True}) as (path, span, _runtime):
+            span.add_event("state", {"state": StepState.INIT.value})
+            validated = self._validate_input(value, path)
+            span.set_attribute("slmops.input", self._dump(self._input_adapter, validated))
+            span.add_event("state", {"state": StepState.RUNNING.value})
+            state = self._initial_state(validated)
+            for node in self.nodes:
+                if node is streamer:
+                    assert isinstance(node.step, LLMCall)
+                    finished: list[ChatResult] = []
+                    async for piece in node.step.astream(
+                        node.value(state),
+                        on_finish=lambda result, _, into=finished: into.append(result),
+                    ):
+                        yield piece
+                    state[node.name] = finished[0].text
+                else:
+                    state[node.name] = await node.step._invoke(node.value(state))
+            output = self._validate_output(state[self.output_node], path)
+            self._finish(span, output, self._dump(self._output_adapter, output))
+            if on_finish is not None:
+                on_finish(output, trace_id_of(span))
+
+
+class Route(Step[Any, Any]):
+    """Send the input to the stack named by a label computed earlier (``by``)."""
+
+    kind: ClassVar[str] = "route"
+    shape: ClassVar[str] = "diamond"
+
+    def __init__(self, name: str, *, by: str, routes: Mapping[str, Stack]) -> None:
+        self.by = by
+        self.routes = dict(routes)
+        outputs = list(dict.fromkeys(stack.output_type for stack in self.routes.values()))
+        output_type: Any = outputs[0]
+        for extra in outputs[1:]:
+            output_type = output_type | extra
+        super().__init__(name, input_type=dict[str, Any], output_type=output_type)
+
+    def children(self) -> Sequence[Step[Any, Any]]:
+        return tuple(self.routes.values())
+
+    async def _execute(self, value: dict[str, Any]) -> Any:
+        label = value["route"]
+        if label not in self.routes:
+            raise RoutingError(f"label {label!r} has no route; routes: {sorted(self.routes)}")
+        span = otel_trace.get_current_span()
+        span.set_attribute("slmops.decision.branch", str(label))
+        span.add_event("route", {"branch": str(label)})
+        return await self.routes[label]._invoke(value["value"])
+
+    def draw(self, builder: GraphBuilder) -> tuple[list[str], list[str]]:
+        return builder.branches(f"{self.name}\nby: {self.by}", self.routes)
+
+
+@dataclass(frozen=True)
+class RouteNode(Node):
+    """A route node reads its label and its payload from two places in the state."""
+
+    by: str = ""
+
+    def value(self, state: Mapping[str, Any]) -> Any:
+        return {"route": read_path(state, self.by), "value": self._read(state)}
