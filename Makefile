@@ -37,3 +37,4 @@ format:
 bench:
 	$(BIN)/python bench/bench_foundation.py
 	$(BIN)/python bench/bench_data.py
+	$(BIN)/python bench/bench_stacks.py

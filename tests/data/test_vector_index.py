@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
 
@@ -60,3 +61,11 @@ def test_matches_brute_force_on_random_vectors():
     for query in vectors[:20] + 0.1:
         exact = list(np.argsort(-(vectors @ query))[:10])
         assert [row["i"] for row, _ in index.search(query, 10)] == exact
+
+
+def test_vectors_for_returns_stored_vectors_in_the_order_asked():
+    vectors = np.eye(3, dtype=np.float32)
+    index = ExactVectorIndex(vectors, [{"chunk_id": c} for c in ("a", "b", "c")])
+    assert index.vectors_for(["c", "a"]).tolist() == [[0, 0, 1], [1, 0, 0]]
+    with pytest.raises(KeyError, match="no chunk 'z'"):
+        index.vectors_for(["a", "z"])

@@ -106,12 +106,15 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             workspace = get_runtime().workspace
             if workspace is None:
                 raise StepInputError("Cite needs a workspace: run inside use_workspace()")
-            embedder_uri = corpora_for(workspace).info(retrieval.corpus)["embedder"]
-            embedder = await run_blocking(load_embedder, embedder_uri)
-            texts = [value.question, value.answer, *(hit.text for hit in hits)]
+            corpora = corpora_for(workspace)
+            embedder = await run_blocking(load_embedder, corpora.info(retrieval.corpus)["embedder"])
+            texts = [value.question, value.answer]
             vectors = np.asarray(await run_blocking(embedder.embed, texts), dtype=np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-            passages = vectors[2:]
+            # The passages' vectors are already in the corpus: reuse them, embed only two texts.
+            version = corpora.resolve(f"{retrieval.corpus}@{retrieval.version}")
+            index = await run_blocking(corpora.vector_index, version)
+            passages = index.vectors_for([hit.chunk_id for hit in hits])
             relevance = float((passages @ vectors[0]).max())
             supports = [float(s) for s in passages @ vectors[1]]
             echo = float(vectors[0] @ vectors[1])

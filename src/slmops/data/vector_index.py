@@ -27,6 +27,16 @@ class ExactVectorIndex:
         self.rows = rows
         self._columns: dict[str, np.ndarray] = {}
         self._half: Any = None  # float16 copy for the shortlist, made on first search
+        self._positions: dict[str, int] | None = None
+
+    def vectors_for(self, chunk_ids: list[str]) -> np.ndarray:
+        """The stored (normalised) vectors of these chunks, in the order asked."""
+        if self._positions is None:
+            self._positions = {row["chunk_id"]: i for i, row in enumerate(self.rows)}
+        missing = [c for c in chunk_ids if c not in self._positions]
+        if missing:
+            raise KeyError(f"no chunk {missing[0]!r} in this version")
+        return self.vectors[[self._positions[c] for c in chunk_ids]]
 
     @classmethod
     def from_arrow(cls, table: Any) -> ExactVectorIndex:
