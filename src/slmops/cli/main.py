@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from slmops.cli import data, graph, prompt, quickstart, stacks, trace
+from slmops.cli import data, graph, prompt, quickstart, serve, stacks, trace
 from slmops.cli.common import error_console
 from slmops.errors import SlmopsError
 
@@ -23,6 +23,7 @@ app.command("graph")(graph.graph_command)
 app.command("init")(stacks.init_command)
 app.command("run")(stacks.run_command)
 app.command("chat")(stacks.chat_command)
+app.command("serve")(serve.serve_command)
 app.add_typer(stacks.app, name="stack")
 app.add_typer(trace.app, name="trace")
 app.add_typer(data.app, name="data")

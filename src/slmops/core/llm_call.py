@@ -220,7 +220,7 @@ class LLMCall(Step[Any, Any]):
             self._finish(span, output, self._dump(self._output_adapter, output))
             if on_finish is not None:
                 on_finish(result, trace_id_of(span))
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):  # closed early, or its task cancelled
             span.add_event("state", {"state": "cancelled"})
             span.set_attribute("slmops.state", "cancelled")
             span.set_status(StatusCode.ERROR, "stream closed by the consumer")

@@ -258,7 +258,7 @@ class Step(Generic[I, O]):
                     captured["trace_id"] = trace_id_of(span)
                 try:
                     yield path, span, runtime
-                except GeneratorExit:  # a stream closed by its consumer
+                except (GeneratorExit, asyncio.CancelledError):  # a stream closed, a task cancelled
                     span.add_event("state", {"state": "cancelled"})
                     span.set_attribute("slmops.state", "cancelled")
                     span.set_status(StatusCode.ERROR, "stream closed by the consumer")

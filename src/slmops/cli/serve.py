@@ -1,0 +1,61 @@
+"""``slmops serve``: the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from slmops.cli.common import WorkspaceOption, error_console, open_workspace
+from slmops.core.runtime import Runtime
+from slmops.errors import ConfigError
+from slmops.serve.app import ServeConfig, create_app
+from slmops.serve.logs import configure_json_logging
+from slmops.serve.server import build_catalog, read_keys_file, uvicorn_config
+
+log = logging.getLogger("slmops.serve")
+
+
+def serve_command(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, help="Port."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Chat model URI to serve."),
+    stack: list[str] = typer.Option([], "--stack", "-s", help="App stack to serve as stack:NAME."),
+    embedder: list[str] = typer.Option([], "--embedder", "-e", help="Embedder URI to serve."),
+    api_key: list[str] = typer.Option(
+        [], "--api-key", envvar="SLMOPS_API_KEY", help="Accepted API key (repeatable)."
+    ),
+    keys_file: Path | None = typer.Option(None, help="File of API keys, one per line."),
+    max_queue: int = typer.Option(32, help="Requests that may wait for the model; then 429."),
+    max_body_bytes: int = typer.Option(1_000_000, help="Largest request body accepted."),
+    max_tokens: int = typer.Option(2048, help="Largest max_tokens a request may ask for."),
+    cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Serve models and app stacks over the OpenAI API (chat, completions, embeddings)."""
+    if not (model or stack or embedder):
+        model, embedder = ["local:smollm2-135m"], ["local:all-minilm-l6-v2"]
+    keys = [*api_key, *(read_keys_file(keys_file) if keys_file else [])]
+    if host not in ("127.0.0.1", "localhost", "::1") and not keys:
+        raise ConfigError(f"refusing to serve on {host} without an API key (--api-key/--keys-file)")
+    if max_queue < 0 or max_body_bytes < 1 or max_tokens < 1:
+        raise ConfigError("--max-queue must be >= 0, --max-body-bytes and --max-tokens >= 1")
+    configure_json_logging()
+    ws = open_workspace(workspace)
+    error_console.print("Loading models and stacks...")
+    catalog = build_catalog(ws, models=model, stacks=stack, embedders=embedder)
+    config = ServeConfig(
+        api_keys=tuple(keys),
+        max_queue=max_queue,
+        max_body_bytes=max_body_bytes,
+        max_tokens_limit=max_tokens,
+        default_max_tokens=min(256, max_tokens),
+        cors_origins=tuple(cors_origin),
+    )
+    app = create_app(catalog, Runtime.from_workspace(ws), config)
+    log.info(
+        "serving", extra={"host": host, "port": port, "models": catalog.names(), "auth": bool(keys)}
+    )
+    uvicorn.Server(uvicorn_config(app, host, port)).run()

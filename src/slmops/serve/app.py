@@ -1,0 +1,524 @@
+"""The FastAPI application: OpenAI-compatible endpoints, auth, limits, metrics, health."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slmops.apps.stack import Stack
+from slmops.core.runtime import Runtime, use_runtime
+from slmops.errors import ModelError, SlmopsError, StepInputError
+from slmops.models.base import ChatMessage, ChatModel, Embedder, GenerationParams
+from slmops.serve.admission import Admission, QueueFullError
+from slmops.serve.errors import APIError, api_error_handler, unknown_model, validation_error_handler
+from slmops.serve.generation import (
+    Generation,
+    stack_input,
+    stream_chat,
+    stream_completion,
+    stream_stack,
+)
+from slmops.serve.metrics import ServerMetrics
+from slmops.serve.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    usage_body,
+)
+
+log = logging.getLogger("slmops.serve")
+
+
+@dataclass
+class ServeConfig:
+    api_keys: tuple[str, ...] = ()
+    max_queue: int = 32
+    max_body_bytes: int = 1_000_000
+    max_tokens_limit: int = 2048
+    default_max_tokens: int = 256
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass
+class Catalog:
+    """What this server serves, by the name a request gives as ``model``."""
+
+    chat_models: dict[str, ChatModel] = field(default_factory=dict)
+    stacks: dict[str, Stack] = field(default_factory=dict)
+    embedders: dict[str, Embedder] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return [*self.chat_models, *self.stacks, *self.embedders]
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if 0 < len(candidate) <= 128 and candidate.isprintable():
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestGuard:
+    """Pure ASGI middleware (streams pass through untouched): gives every request an id,
+    refuses bodies over the limit with 413, counts in-flight requests and logs each request
+    as one JSON line when its last byte is sent."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 500}
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send, request_id)
+            return
+        seen = {"bytes": 0}
+
+        async def limited_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["bytes"] += len(message.get("body", b""))
+                if seen["bytes"] > self.max_body_bytes:
+                    raise APIError(
+                        413,
+                        f"The request body is larger than {self.max_body_bytes} bytes",
+                        code="request_too_large",
+                    )
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, limited_receive, tagged_send)
+        finally:
+            self.metrics.in_flight.dec()
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status["code"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "model": scope["state"].get("model"),
+                    "trace_id": scope["state"].get("trace_id"),
+                },
+            )
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        error = APIError(
+            413,
+            f"The request body is larger than {self.max_body_bytes} bytes",
+            code="request_too_large",
+        )
+        response = error.response()
+        response.headers["x-request-id"] = request_id
+        await response(scope, receive, send)
+
+
+def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = None) -> FastAPI:
+    config = config or ServeConfig()
+    metrics = ServerMetrics()
+    admission = Admission(config.max_queue)
+    state = {"ready": False}
+
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state["ready"] = True
+        yield
+        state["ready"] = False  # shutting down: stop advertising readiness
+
+    app = FastAPI(title="slmops", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        )
+    app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes, metrics=metrics)
+    keys = [key.encode() for key in config.api_keys]
+
+    def authorize(request: Request) -> None:
+        if not keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        # Compare against every key, always, so timing says nothing about which were close.
+        matched = False
+        for key in keys:
+            matched |= secrets.compare_digest(presented, key)
+        if not matched:
+            raise APIError(
+                401,
+                "Incorrect API key provided"
+                if presented
+                else "Missing API key (Authorization: Bearer KEY)",
+                type="invalid_request_error",
+                code="invalid_api_key",
+            )
+
+    guarded = [Depends(authorize)]
+
+    # --- operations --------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready = state["ready"]
+        body = {"status": "ready" if ready else "not ready", "models": catalog.names()}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        metrics.queue_depth.labels(model="generation").set(admission.waiting)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", dependencies=guarded)
+    async def list_models() -> dict[str, Any]:
+        created = int(time.time())
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "slmops"}
+                for name in catalog.names()
+            ],
+        }
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def params_for(body: ChatCompletionRequest | CompletionRequest) -> GenerationParams:
+        asked = body.requested_max_tokens()
+        if asked is not None and asked > config.max_tokens_limit:
+            raise APIError(
+                400,
+                f"max_tokens is {asked}; this server allows at most {config.max_tokens_limit}",
+                param="max_tokens",
+                code="invalid_value",
+            )
+        return GenerationParams(
+            max_tokens=asked or config.default_max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list(),
+            seed=body.seed,
+        )
+
+    async def respond(
+        request: Request,
+        body: ChatCompletionRequest | CompletionRequest,
+        endpoint: str,
+        produce: Callable[[Generation], AsyncIterator[str]],
+        build: Callable[[Generation], dict[str, Any]],
+        chunk: Callable[[str, Generation, str | None], dict[str, Any]],
+    ) -> Response:
+        """Admit the request, then answer it whole or as server-sent events."""
+        request.state.model = body.model
+        started = time.perf_counter()
+        try:
+            lease = admission.slot()
+            # Enter now, so a full queue answers 429 before any byte of a stream is sent.
+            await lease.__aenter__()
+        except QueueFullError as full:
+            metrics.requests.labels(endpoint, body.model, "429").inc()
+            raise APIError(
+                429,
+                f"The server is busy ({full}); retry after {full.retry_after_s} s",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(full.retry_after_s)},
+            ) from None
+        report = Generation()
+
+        def account(status: str) -> None:
+            metrics.requests.labels(endpoint, body.model, status).inc()
+            metrics.latency.labels(endpoint, body.model).observe(time.perf_counter() - started)
+            metrics.tokens.labels(body.model, "prompt").inc(report.prompt_tokens)
+            metrics.tokens.labels(body.model, "completion").inc(report.completion_tokens)
+            if report.time_to_first_token_s is not None:
+                metrics.time_to_first_token.labels(body.model).observe(report.time_to_first_token_s)
+
+        if not body.stream:
+            try:
+                with use_runtime(runtime):
+                    await _unless_disconnected(request, _drain(produce(report)))
+            except BaseException as exc:
+                account(_status_of(exc))
+                raise _as_api_error(exc) from exc
+            finally:
+                await lease.__aexit__(None, None, None)
+            request.state.trace_id = report.trace_id
+            account("200")
+            headers = {"X-Slmops-Trace-Id": report.trace_id}
+            citations = report.extension.get("citations")
+            if citations:
+                sources = "; ".join(c["source"] for c in citations)
+                headers["X-Slmops-Sources"] = quote(sources, safe=" ;,:-/()")
+            return JSONResponse(build(report), headers=headers)
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def events() -> AsyncIterator[str]:
+            status = "200"
+            try:
+                with use_runtime(runtime):
+                    first = True
+                    async for piece in produce(report):
+                        event = chunk(piece, report, None)
+                        if first and endpoint == "chat":  # OpenAI's first delta names the role
+                            event["choices"][0]["delta"]["role"] = "assistant"
+                        first = False
+                        yield _sse(event)
+                    final = chunk("", report, report.finish_reason)
+                    if include_usage:
+                        final["usage"] = usage_body(report.prompt_tokens, report.completion_tokens)
+                    yield _sse(final)
+                    yield "data: [DONE]\n\n"
+            except (asyncio.CancelledError, GeneratorExit):
+                status = "499"  # the client went away; generation was stopped
+                raise
+            except Exception as exc:  # headers are sent: report the error in the stream
+                status = _status_of(exc)
+                yield _sse(_as_api_error(exc).body())
+            finally:
+                await lease.__aexit__(None, None, None)
+                request.state.trace_id = report.trace_id
+                account(status)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    @app.post("/v1/chat/completions", dependencies=guarded)
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        request_id = request.state.request_id
+        messages = [
+            ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
+            for m in body.messages
+            if m.role in ("system", "developer", "user", "assistant")
+        ]
+        if body.response_format is not None and body.response_format.type != "text":
+            raise APIError(
+                400,
+                "response_format json_object/json_schema is not supported yet; use an app stack "
+                "with typed output fields",
+                param="response_format",
+                code="unsupported_value",
+            )
+        if body.model in catalog.stacks:
+            stack = catalog.stacks[body.model]
+
+            def produce(report: Generation) -> AsyncIterator[str]:
+                return stream_stack(stack, stack_input(messages), request_id, report)
+
+        elif body.model in catalog.chat_models:
+            model = catalog.chat_models[body.model]
+            params = params_for(body)
+
+            def produce(report: Generation) -> AsyncIterator[str]:
+                return stream_chat(model, messages, params, request_id, report)
+
+        else:
+            raise unknown_model(body.model, [*catalog.chat_models, *catalog.stacks])
+
+        def build(report: Generation) -> dict[str, Any]:
+            answer = {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": report.text},
+                        "finish_reason": report.finish_reason,
+                    }
+                ],
+                "usage": usage_body(report.prompt_tokens, report.completion_tokens),
+            }
+            if report.extension:
+                answer["slmops"] = report.extension
+            return answer
+
+        def chunk(piece: str, report: Generation, finish: str | None) -> dict[str, Any]:
+            delta: dict[str, Any] = {"content": piece} if piece else {}
+            event: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            if finish is not None and report.extension:
+                event["slmops"] = report.extension
+            elif finish is not None:
+                event["slmops"] = {"trace_id": report.trace_id, "request_id": request_id}
+            return event
+
+        return await respond(request, body, "chat", produce, build, chunk)
+
+    @app.post("/v1/completions", dependencies=guarded)
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        if body.model not in catalog.chat_models:
+            raise unknown_model(body.model, list(catalog.chat_models))
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(prompts) != 1:
+            raise APIError(400, "give exactly one prompt per request", param="prompt")
+        model, params = catalog.chat_models[body.model], params_for(body)
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        request_id = request.state.request_id
+
+        def produce(report: Generation) -> AsyncIterator[str]:
+            return stream_completion(model, prompts[0], params, request_id, report)
+
+        def build(report: Generation) -> dict[str, Any]:
+            text = prompts[0] + report.text if body.echo else report.text
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": text,
+                        "finish_reason": report.finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": usage_body(report.prompt_tokens, report.completion_tokens),
+            }
+
+        def chunk(piece: str, _report: Generation, finish: str | None) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": body.model,
+                "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}],
+            }
+
+        return await respond(request, body, "completions", produce, build, chunk)
+
+    @app.post("/v1/embeddings", dependencies=guarded)
+    async def embeddings(request: Request, body: EmbeddingRequest) -> dict[str, Any]:
+        request.state.model = body.model
+        embedder = catalog.embedders.get(body.model)
+        if embedder is None:
+            raise unknown_model(body.model, list(catalog.embedders))
+        texts = body.texts()
+        if not texts or any(not t for t in texts):
+            raise APIError(400, "input must be non-empty strings", param="input")
+        if len(texts) > 2048:
+            raise APIError(400, "at most 2048 inputs per request", param="input")
+        started = time.perf_counter()
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+        counter = getattr(embedder, "count_tokens", None)
+        tokens = sum(counter(t) for t in texts) if counter else 0
+        metrics.requests.labels("embeddings", body.model, "200").inc()
+        metrics.latency.labels("embeddings", body.model).observe(time.perf_counter() - started)
+        metrics.tokens.labels(body.model, "prompt").inc(tokens)
+        return {
+            "object": "list",
+            "model": body.model,
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": _encode(vector, body.encoding_format),
+                }
+                for i, vector in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    return app
+
+
+def _encode(vector: Any, encoding: str) -> list[float] | str:
+    """Floats, or base64 of little-endian float32 (what the openai client asks for)."""
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+async def _drain(pieces: AsyncIterator[str]) -> None:
+    async for _ in pieces:
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[None]) -> None:
+    """Run ``work``; if the client disconnects first, cancel it (which stops the model)."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if not done and await request.is_disconnected():
+            task.cancel()
+            break
+    await task
+
+
+def _status_of(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "499"
+    return str(_as_api_error(exc).status)
+
+
+def _as_api_error(exc: BaseException) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, StepInputError):
+        return APIError(400, str(exc), code="invalid_input")
+    if isinstance(exc, ModelError) and "context" in str(exc).lower():
+        return APIError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, SlmopsError):
+        return APIError(500, str(exc), type="server_error", code="generation_failed")
+    return APIError(500, f"internal error: {type(exc).__name__}", type="server_error")

@@ -1,0 +1,86 @@
+"""Running the server: build the catalog, then uvicorn on a loopback address by default."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from slmops.apps.build import build_stack
+from slmops.core.runtime import Runtime
+from slmops.errors import ConfigError
+from slmops.models.loading import load_chat_model, load_embedder
+from slmops.serve.app import Catalog, ServeConfig, create_app
+from slmops.store.workspace import Workspace
+
+
+def build_catalog(
+    workspace: Workspace, *, models: list[str], stacks: list[str], embedders: list[str]
+) -> Catalog:
+    """Load every model and build every stack now, so the first request does not pay for it
+    and a wrong name fails at start-up, not at the first call."""
+    catalog = Catalog()
+    for uri in models:
+        catalog.chat_models[uri] = load_chat_model(uri)
+    for ref in stacks:
+        stack = build_stack(ref, workspace)
+        catalog.stacks[f"stack:{stack.stack_name}"] = stack
+    for uri in embedders:
+        catalog.embedders[uri] = load_embedder(uri)
+    if not catalog.names():
+        raise ConfigError("nothing to serve: give --model, --stack or --embedder")
+    return catalog
+
+
+def read_keys_file(path: Path) -> list[str]:
+    """One API key per line; blank lines and # comments are ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read keys file {path}: {exc}") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise ConfigError(f"keys file {path} holds no key")
+    short = [k for k in keys if len(k) < 16]
+    if short:
+        raise ConfigError(f"keys file {path}: every key must be at least 16 characters")
+    return keys
+
+
+def uvicorn_config(
+    app: object, host: str, port: int, *, log_config: object = None
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=log_config,  # type: ignore[arg-type]
+        access_log=False,
+        timeout_graceful_shutdown=30,  # finish in-flight requests, then end them cleanly
+        lifespan="on",
+    )
+
+
+@contextmanager
+def running_server(
+    catalog: Catalog, runtime: Runtime, config: ServeConfig, *, port: int
+) -> Iterator[str]:
+    """A server on 127.0.0.1:port in a background thread (for tests and benchmarks);
+    yields its base URL and shuts it down gracefully afterwards."""
+    server = uvicorn.Server(uvicorn_config(create_app(catalog, runtime, config), "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, name="slmops-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
