@@ -34,7 +34,9 @@ format:
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-bench:
+bench: $(BIN)/python
+	$(PIP) -q torch==2.13.0 -e '.[bench]'
 	$(BIN)/python bench/bench_foundation.py
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_stacks.py
+	$(BIN)/python bench/bench_serve.py

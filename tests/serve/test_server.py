@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -330,3 +331,16 @@ def test_metrics_reflect_the_requests(served: dict[str, Any]) -> None:
     assert 'slmops_queue_depth{model="generation"}' in samples
     assert httpx.get(served["url"] + "/readyz").json()["status"] == "ready"
     json.dumps(samples)  # plain numbers only
+
+
+def test_the_readme_client_example_runs(
+    served: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.findall(r"```py\n(.*?)```", readme, flags=re.DOTALL)[0]
+    block = block.replace("http://127.0.0.1:8000", served["url"]).replace(
+        "handbook-rag", "docs-rag"
+    )
+    exec(compile(block, "README.md serve example", "exec"), {"KEY": KEY})
+    printed = capsys.readouterr().out
+    assert "06-prompts.md" in printed and "'support'" in printed

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 import uvicorn
 
-from slmops.cli.common import WorkspaceOption, error_console, open_workspace
+from slmops.cli.common import WorkspaceOption, open_workspace
 from slmops.core.runtime import Runtime
 from slmops.errors import ConfigError
 from slmops.serve.app import ServeConfig, create_app
@@ -42,10 +42,9 @@ def serve_command(
         raise ConfigError(f"refusing to serve on {host} without an API key (--api-key/--keys-file)")
     if max_queue < 0 or max_body_bytes < 1 or max_tokens < 1:
         raise ConfigError("--max-queue must be >= 0, --max-body-bytes and --max-tokens >= 1")
-    configure_json_logging()
     ws = open_workspace(workspace)
-    error_console.print("Loading models and stacks...")
     catalog = build_catalog(ws, models=model, stacks=stack, embedders=embedder)
+    configure_json_logging()  # from here on, stderr is JSON lines
     config = ServeConfig(
         api_keys=tuple(keys),
         max_queue=max_queue,
