@@ -328,7 +328,7 @@ def test_metrics_reflect_the_requests(served: dict[str, Any]) -> None:
     assert samples[f'slmops_tokens_total{{direction="completion",model="{MODEL}"}}'] > 0
     assert samples[f'slmops_request_duration_seconds_count{{endpoint="chat",model="{MODEL}"}}'] >= 1
     assert samples[f'slmops_time_to_first_token_seconds_count{{model="{MODEL}"}}'] >= 1
-    assert 'slmops_queue_depth{model="generation"}' in samples
+    assert 'slmops_queue_depth{model="local"}' in samples
     assert httpx.get(served["url"] + "/readyz").json()["status"] == "ready"
     json.dumps(samples)  # plain numbers only
 
@@ -344,3 +344,50 @@ def test_the_readme_client_example_runs(
     exec(compile(block, "README.md serve example", "exec"), {"KEY": KEY})
     printed = capsys.readouterr().out
     assert "06-prompts.md" in printed and "'support'" in printed
+
+
+def test_an_openai_upstream_gets_concurrent_requests(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxying to an OpenAI-compatible server (which batches on its side), requests go
+    through at once: with no waiting allowed, three concurrent calls still all succeed."""
+    monkeypatch.setenv("SLMOPS_OPENAI_API_KEY", KEY)
+    upstream = f"openai:{served['url']}/v1#{MODEL}"
+    workspace = Workspace.open(tmp_path / "ws")
+    catalog = build_catalog(workspace, models=[upstream], stacks=[], embedders=[])
+    config = ServeConfig(max_queue=0, remote_concurrency=4)
+    with running_server(
+        catalog, Runtime.from_workspace(workspace), config, port=free_port()
+    ) as url:
+
+        async def three() -> list[int]:
+            body = {
+                "model": upstream,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 8,
+            }
+            async with httpx.AsyncClient(timeout=120) as http:
+                calls = [http.post(url + "/v1/chat/completions", json=body) for _ in range(3)]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        assert asyncio.run(three()) == [200, 200, 200]
+    workspace.close()
+
+
+def test_cors_is_off_unless_an_origin_is_allowed(served: dict[str, Any], tmp_path: Path) -> None:
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    closed = httpx.options(served["url"] + "/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers
+    workspace = Workspace.open(tmp_path / "ws")
+    catalog = build_catalog(workspace, models=[], stacks=[], embedders=[EMBEDDER])
+    config = ServeConfig(cors_origins=("https://app.example",))
+    with running_server(
+        catalog, Runtime.from_workspace(workspace), config, port=free_port()
+    ) as url:
+        opened = httpx.options(url + "/v1/embeddings", headers=preflight)
+        assert opened.headers["access-control-allow-origin"] == "https://app.example"
+    workspace.close()

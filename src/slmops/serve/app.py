@@ -25,6 +25,7 @@ from slmops.apps.stack import Stack
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ModelError, SlmopsError, StepInputError
 from slmops.models.base import ChatMessage, ChatModel, Embedder, GenerationParams
+from slmops.models.uri import parse_model_uri
 from slmops.serve.admission import Admission, QueueFullError
 from slmops.serve.errors import APIError, api_error_handler, unknown_model, validation_error_handler
 from slmops.serve.generation import (
@@ -53,6 +54,7 @@ class ServeConfig:
     max_tokens_limit: int = 2048
     default_max_tokens: int = 256
     cors_origins: tuple[str, ...] = ()
+    remote_concurrency: int = 8  # requests in flight at once to an OpenAI-compatible upstream
 
 
 @dataclass
@@ -152,7 +154,18 @@ class RequestGuard:
 def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     metrics = ServerMetrics()
-    admission = Admission(config.max_queue)
+    # Local models (llama.cpp, transformers) generate one sequence at a time on this machine;
+    # an OpenAI-compatible upstream (vLLM, llama.cpp server) batches concurrent requests
+    # itself, so several go through to it at once.
+    local = Admission(config.max_queue)
+    remote = {
+        name: Admission(config.max_queue, concurrency=config.remote_concurrency)
+        for name, model in catalog.chat_models.items()
+        if parse_model_uri(model.uri).scheme == "openai"
+    }
+
+    def admission_for(model: str) -> Admission:
+        return remote.get(model, local)
     state = {"ready": False}
 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -209,7 +222,9 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        metrics.queue_depth.labels(model="generation").set(admission.waiting)
+        metrics.queue_depth.labels(model="local").set(local.waiting)
+        for name, admission in remote.items():
+            metrics.queue_depth.labels(model=name).set(admission.waiting)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", dependencies=guarded)
@@ -254,7 +269,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         request.state.model = body.model
         started = time.perf_counter()
         try:
-            lease = admission.slot()
+            lease = admission_for(body.model).slot()
             # Enter now, so a full queue answers 429 before any byte of a stream is sent.
             await lease.__aenter__()
         except QueueFullError as full:
