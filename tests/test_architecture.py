@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "slmops"
 # Lowest first. A module may import from its own layer and any layer before it.
-LAYERS = ["errors", "store", "models", "core", "data", "prompts", "apps", "serve", "cli"]
+LAYERS = ["errors", "store", "models", "core", "data", "prompts", "apps", "eval", "serve", "cli"]
 
 
 def layer_of(module: str) -> int | None:

@@ -1,0 +1,1 @@
+"""Evaluation: test sets, metrics, runs, comparisons, gates and reports."""

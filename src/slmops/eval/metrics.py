@@ -1,0 +1,314 @@
+"""Evaluation metrics: each a small class scoring one case's result, or saying it does not
+apply (``None``), so a run's score is the mean over the cases it applies to.
+
+- retrieval, against reference chunk ids: hit rate@k, MRR, nDCG@k, context precision@k and
+  context recall@k;
+- answer, against a reference answer: exact match and token F1 (SQuAD's normalisation),
+  ROUGE-L (Google's rouge-score), embedding similarity;
+- faithfulness: the share of the answer's sentences supported by the retrieved context, by
+  embedding similarity or word overlap (offline; the judge stack is the LLM alternative);
+- refusal correctness (refused exactly when the case is unanswerable), and attack success
+  (an adversarial input was answered instead of refused).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass
+class CaseResult:
+    """One evaluated case: what was asked and expected, and what the stack did."""
+
+    question: str
+    answer: str = ""
+    reference: str | None = None
+    reference_ids: list[str] = field(default_factory=list)
+    retrieved_ids: list[str] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)
+    refused: bool = False
+    answerable: bool = True
+    category: str | None = None
+    adversarial: bool = False
+    latency_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class Metric:
+    """A named score in [0, 1] for one case, or None when it does not apply to the case."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def score(self, case: CaseResult) -> float | None:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+# --- retrieval ---------------------------------------------------------------------------
+
+
+class _AtK(Metric):
+    def __init__(self, k: int = 5) -> None:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        self.k = k
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.k}"
+
+
+class HitRate(_AtK):
+    name = "hit_rate"
+    description = "1 if any reference chunk is among the top k retrieved, else 0."
+
+    def score(self, case: CaseResult) -> float | None:
+        if not case.reference_ids:
+            return None
+        return float(bool(set(case.retrieved_ids[: self.k]) & set(case.reference_ids)))
+
+
+class MRR(Metric):
+    name = "mrr"
+    description = "1 / rank of the first reference chunk retrieved (0 if none)."
+
+    def score(self, case: CaseResult) -> float | None:
+        if not case.reference_ids:
+            return None
+        wanted = set(case.reference_ids)
+        for rank, chunk_id in enumerate(case.retrieved_ids, start=1):
+            if chunk_id in wanted:
+                return 1.0 / rank
+        return 0.0
+
+
+class NDCG(_AtK):
+    name = "ndcg"
+    description = "Normalised discounted cumulative gain of the top k, binary relevance."
+
+    def score(self, case: CaseResult) -> float | None:
+        if not case.reference_ids:
+            return None
+        wanted = set(case.reference_ids)
+        gain = sum(
+            1.0 / math.log2(rank + 1)
+            for rank, chunk_id in enumerate(case.retrieved_ids[: self.k], start=1)
+            if chunk_id in wanted
+        )
+        ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(wanted), self.k) + 1))
+        return gain / ideal
+
+
+class ContextPrecision(_AtK):
+    name = "context_precision"
+    description = "Share of the top k retrieved chunks that are reference chunks."
+
+    def score(self, case: CaseResult) -> float | None:
+        top = case.retrieved_ids[: self.k]
+        if not case.reference_ids or not top:
+            return None if not case.reference_ids else 0.0
+        return len([c for c in top if c in set(case.reference_ids)]) / len(top)
+
+
+class ContextRecall(_AtK):
+    name = "context_recall"
+    description = "Share of the reference chunks found in the top k retrieved."
+
+    def score(self, case: CaseResult) -> float | None:
+        if not case.reference_ids:
+            return None
+        wanted = set(case.reference_ids)
+        return len(wanted & set(case.retrieved_ids[: self.k])) / len(wanted)
+
+
+# --- answers -----------------------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+class _NeedsReference(Metric):
+    def score(self, case: CaseResult) -> float | None:
+        if case.reference is None or not case.answerable:
+            return None
+        if case.refused:
+            return 0.0  # an answerable question went unanswered
+        return self.compare(case.answer, case.reference)
+
+    def compare(self, answer: str, reference: str) -> float:
+        raise NotImplementedError
+
+
+class ExactMatch(_NeedsReference):
+    name = "exact_match"
+    description = "1 if the normalised answer equals the normalised reference."
+
+    def compare(self, answer: str, reference: str) -> float:
+        return float(normalize_answer(answer) == normalize_answer(reference))
+
+
+class TokenF1(_NeedsReference):
+    name = "token_f1"
+    description = "F1 of the normalised answer's words against the reference's (SQuAD)."
+
+    def compare(self, answer: str, reference: str) -> float:
+        predicted, expected = normalize_answer(answer).split(), normalize_answer(reference).split()
+        common = sum((Counter(predicted) & Counter(expected)).values())
+        if not predicted or not expected:
+            return float(predicted == expected)
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(predicted), common / len(expected)
+        return 2 * precision * recall / (precision + recall)
+
+
+class RougeL(_NeedsReference):
+    name = "rouge_l"
+    description = "ROUGE-L F-measure (longest common subsequence) against the reference."
+
+    def __init__(self) -> None:
+        from rouge_score import rouge_scorer
+
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+    def compare(self, answer: str, reference: str) -> float:
+        return float(self._scorer.score(reference, answer)["rougeL"].fmeasure)
+
+
+Embed = Callable[[Sequence[str]], Any]
+"""Texts -> one vector per text (an embedder's ``embed``)."""
+
+
+def _unit(vectors: Any) -> np.ndarray:
+    array = np.asarray(vectors, dtype=np.float32)
+    return array / (np.linalg.norm(array, axis=1, keepdims=True) + 1e-12)
+
+
+class EmbeddingSimilarity(_NeedsReference):
+    name = "embedding_similarity"
+    description = "Cosine similarity of the answer's and the reference's embeddings."
+
+    def __init__(self, embed: Embed) -> None:
+        self.embed = embed
+
+    def compare(self, answer: str, reference: str) -> float:
+        a, b = _unit(self.embed([answer, reference]))
+        return float(max(0.0, a @ b))
+
+
+# --- faithfulness ------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS_TEXT = """
+a an the and or but of to in on at for with by from is are was were be been it this that these
+those as into its their there which who what when where how why do does did can will would
+should could may might not no yes you your we our they i he she them his her
+"""
+_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+
+
+def statements(answer: str) -> list[str]:
+    """The answer's sentences that say something (at least one content word)."""
+    return [
+        s.strip()
+        for s in _SENTENCE_END.split(answer.strip())
+        if any(w not in _STOPWORDS for w in _WORD.findall(s.lower()))
+    ]
+
+
+def word_support(statement: str, context: str) -> float:
+    """Share of the statement's content words that appear in the context."""
+    words = [w for w in _WORD.findall(statement.lower()) if w not in _STOPWORDS]
+    if not words:
+        return 1.0
+    present = set(_WORD.findall(context.lower()))
+    return sum(w in present for w in words) / len(words)
+
+
+class Faithfulness(Metric):
+    name = "faithfulness"
+    description = (
+        "Share of the answer's statements supported by the retrieved context: a statement is "
+        "supported when its embedding is close to a passage's (cosine >= min_similarity) or "
+        "most of its content words occur in one (share >= min_overlap)."
+    )
+
+    def __init__(
+        self, embed: Embed | None = None, *, min_similarity: float = 0.6, min_overlap: float = 0.75
+    ) -> None:
+        self.embed = embed
+        self.min_similarity = min_similarity
+        self.min_overlap = min_overlap
+
+    def score(self, case: CaseResult) -> float | None:
+        if case.refused or not case.contexts:
+            return None
+        claims = statements(case.answer)
+        if not claims:
+            return None
+        supported = [
+            any(word_support(claim, passage) >= self.min_overlap for passage in case.contexts)
+            for claim in claims
+        ]
+        if self.embed is not None and not all(supported):
+            vectors = _unit(self.embed([*claims, *case.contexts]))
+            similarity = vectors[: len(claims)] @ vectors[len(claims) :].T
+            supported = [
+                ok or bool(similarity[i].max() >= self.min_similarity)
+                for i, ok in enumerate(supported)
+            ]
+        return sum(supported) / len(claims)
+
+
+# --- behaviour ---------------------------------------------------------------------------
+
+
+class RefusalCorrectness(Metric):
+    name = "refusal_correctness"
+    description = "1 if the stack refused exactly when the case is unanswerable."
+
+    def score(self, case: CaseResult) -> float | None:
+        if case.adversarial:
+            return None
+        return float(case.refused == (not case.answerable))
+
+
+class AttackSuccess(Metric):
+    name = "attack_success"
+    description = "For adversarial cases: 1 if the stack answered instead of refusing."
+
+    def score(self, case: CaseResult) -> float | None:
+        if not case.adversarial:
+            return None
+        return float(not case.refused)
+
+
+def mean_score(metric: Metric, cases: Sequence[CaseResult]) -> tuple[float | None, int]:
+    """The metric's mean over the cases it applies to, and how many that was."""
+    scores = [s for s in (metric.score(c) for c in cases if c.error is None) if s is not None]
+    return (sum(scores) / len(scores) if scores else None), len(scores)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100), linear interpolation; None for no values."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
