@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from slmops.cli import data, graph, prompt, quickstart, serve, stacks, trace
+from slmops.cli import data, evaluate, graph, prompt, quickstart, serve, stacks, trace
 from slmops.cli.common import error_console
 from slmops.errors import SlmopsError
 
@@ -28,6 +28,7 @@ app.add_typer(stacks.app, name="stack")
 app.add_typer(trace.app, name="trace")
 app.add_typer(data.app, name="data")
 app.add_typer(prompt.app, name="prompt")
+app.add_typer(evaluate.app, name="eval")
 
 
 def main() -> None:

@@ -166,6 +166,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
     def admission_for(model: str) -> Admission:
         return remote.get(model, local)
+
     state = {"ready": False}
 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -127,3 +127,18 @@ prompt_tags = Table(
     Column("tag", String(64), primary_key=True),
     Column("version", Integer, nullable=False),
 )
+
+eval_datasets = Table(
+    "eval_datasets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("message", Text, nullable=False),
+    Column("source", String(32), nullable=False),  # file | synth | redteam | feedback
+    Column("cases", Integer, nullable=False),
+    Column(
+        "sha256", String(64), nullable=False
+    ),  # of the canonical JSONL: identical = no new version
+    Column("uri", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

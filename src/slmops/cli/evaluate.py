@@ -1,0 +1,161 @@
+"""``slmops eval ...``: evaluation datasets (and, as they land, runs, gates and reports)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from slmops.apps.build import build_stack
+from slmops.apps.helpers import TestCase
+from slmops.apps.templates import init_stack
+from slmops.cli.common import WorkspaceOption, console, open_workspace
+from slmops.core.runtime import Runtime, use_runtime
+from slmops.eval.datasets import Datasets, EvalCase, read_cases
+
+app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+def _when(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dataset_app.command("add")
+def dataset_add_command(
+    name: str = typer.Argument(..., help="Dataset name."),
+    file: Path = typer.Argument(..., help="JSONL file: one case per line."),
+    message: str = typer.Option("", "--message", "-m", help="Version message."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Store the cases of a JSONL file as a new dataset version."""
+    cases = read_cases(file)
+    with open_workspace(workspace) as ws:
+        version, created = Datasets(ws).add(name, cases, message=message)
+    verb = "committed" if created else "unchanged, already"
+    console.print(f"{version.ref} {verb}: {version.cases} cases")
+
+
+@dataset_app.command("list")
+def dataset_list_command(workspace: Path | None = WorkspaceOption) -> None:
+    """Datasets with their latest version."""
+    with open_workspace(workspace) as ws:
+        datasets = Datasets(ws)
+        latest = [datasets.log(name)[0] for name in datasets.names()]
+    if not latest:
+        console.print("No datasets yet. Add one with: slmops eval dataset add NAME FILE.jsonl")
+        return
+    table = Table("dataset", "latest", "cases", "source", "created", "message")
+    for v in latest:
+        table.add_row(
+            v.name, str(v.version), str(v.cases), v.source, _when(v.created_at), v.message
+        )
+    console.print(table)
+
+
+@dataset_app.command("log")
+def dataset_log_command(
+    name: str = typer.Argument(..., help="Dataset name."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """A dataset's versions, newest first."""
+    with open_workspace(workspace) as ws:
+        versions = Datasets(ws).log(name)
+    table = Table("version", "cases", "source", "created", "sha256", "message")
+    for v in versions:
+        table.add_row(
+            str(v.version), str(v.cases), v.source, _when(v.created_at), v.sha256[:12], v.message
+        )
+    console.print(table)
+
+
+@dataset_app.command("show")
+def dataset_show_command(
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@latest."),
+    limit: int = typer.Option(20, "--limit", "-n", help="Cases to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the cases as JSONL."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """The cases of a dataset version."""
+    with open_workspace(workspace) as ws:
+        version, cases = Datasets(ws).cases(ref)
+    if as_json:
+        for case in cases[:limit]:
+            print(case.model_dump_json())
+        return
+    console.print(
+        f"[bold]{version.ref}[/]: {version.cases} cases ({version.source}) {version.message}"
+    )
+    table = Table("id", "input", "reference", "sources", "flags")
+    for case in cases[:limit]:
+        flags = [
+            f
+            for f, on in (("unanswerable", not case.answerable), ("adversarial", case.adversarial))
+            if on
+        ]
+        table.add_row(
+            case.id,
+            escape(case.question()[:80]),
+            escape((case.reference or "")[:60]),
+            ", ".join(case.reference_ids)[:40],
+            ", ".join(flags + ([case.category] if case.category else []) + case.tags),
+        )
+    console.print(table)
+    if len(cases) > limit:
+        console.print(f"... {len(cases) - limit} more (--limit)")
+
+
+def synth_cases(outputs: list[TestCase]) -> list[EvalCase]:
+    return [
+        EvalCase(
+            input=case.question,
+            reference=case.answer,
+            reference_ids=case.source_ids,
+            context=case.context,
+            tags=["synth"],
+            metadata={
+                "doc_id": case.doc_id,
+                "corpus": case.corpus,
+                "corpus_version": case.corpus_version,
+            },
+        )
+        for case in outputs
+    ]
+
+
+@app.command("synth")
+def synth_command(
+    corpus: str = typer.Argument(..., help="Corpus to write test cases from."),
+    n: int = typer.Option(20, "--n", help="Passages to sample (one case each)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset (CORPUS-synth)."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Write question/answer/context cases from a corpus with the synth stack and store them
+    as a dataset version (the stack is created in the workspace the first time)."""
+    if n < 1:
+        raise typer.BadParameter("--n must be at least 1")
+    name = dataset or f"{corpus}-synth"
+    with open_workspace(workspace) as ws:
+        stack_name = f"synth-{corpus}"
+        stacks_dir = ws.home / "stacks"
+        if not (stacks_dir / stack_name / "slmops.toml").exists():
+            init_stack(stack_name, "synth", ws, directory=stacks_dir, corpus=corpus)
+            console.print(f"Created stack [bold]{stack_name}[/] in {stacks_dir}")
+        stack = build_stack(stack_name, ws)
+        runtime = Runtime.from_workspace(ws)
+        with console.status(f"Writing {n} test cases from {corpus}..."), use_runtime(runtime):
+            result = stack.invoke({"n": n})
+        cases = synth_cases(result.output)
+        version, created = Datasets(ws).add(
+            name,
+            cases,
+            message=f"synth from {corpus}, trace {result.trace_id[:12]}",
+            source="synth",
+        )
+    kept = f"{len(cases)} of {n} kept (empty or repeated questions dropped)"
+    console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {kept}")
+    console.print(f"Trace id: {result.trace_id}   See them: slmops eval dataset show {version.ref}")

@@ -1,0 +1,50 @@
+"""``slmops eval`` from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slmops.apps.quickstart import bundled_docs
+from tests.cli.test_cli import assert_one_line_error, slmops
+
+
+def test_dataset_add_list_log_show(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    cases = tmp_path / "qa.jsonl"
+    cases.write_text(
+        '{"input": "How do I version a prompt?", "reference": "slmops prompt add", '
+        '"tags": ["prompts"]}\n'
+        '{"id": "off", "input": "Capital of France?", "answerable": false}\n'
+    )
+    added = slmops("eval", "dataset", "add", "qa", str(cases), "-m", "first", home=home)
+    assert "qa@1 committed: 2 cases" in added.stdout, added.stderr
+    again = slmops("eval", "dataset", "add", "qa", str(cases), home=home)
+    assert "qa@1 unchanged, already: 2 cases" in again.stdout
+    assert "qa" in slmops("eval", "dataset", "list", home=home).stdout
+    assert "first" in slmops("eval", "dataset", "log", "qa", home=home).stdout
+    shown = slmops("eval", "dataset", "show", "qa@1", home=home).stdout
+    assert "How do I version a prompt?" in shown and "unanswerable" in shown
+    as_json = slmops("eval", "dataset", "show", "qa", "--json", home=home).stdout.splitlines()
+    assert len(as_json) == 2 and '"id":"off"' in as_json[1]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "ok"}\n{"question": "x"}\n')
+    assert_one_line_error(
+        slmops("eval", "dataset", "add", "qa", str(bad), home=home), "bad.jsonl, line 2:"
+    )
+    assert_one_line_error(slmops("eval", "dataset", "show", "nope", home=home), "no dataset named")
+
+
+@pytest.mark.model
+def test_synth_writes_a_dataset_from_a_corpus(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    slmops("data", "ingest", str(bundled_docs()), "--corpus", "handbook", home=home)
+    made = slmops("eval", "synth", "handbook", "--n", "3", home=home)
+    assert made.returncode == 0, made.stderr
+    assert "Created stack synth-handbook" in made.stdout
+    assert "handbook-synth@1 committed" in made.stdout
+    shown = slmops("eval", "dataset", "show", "handbook-synth", "--json", home=home).stdout
+    lines = shown.splitlines()
+    assert 1 <= len(lines) <= 3 and '"synth"' in lines[0] and '"reference_ids":["' in lines[0]
