@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from slmops.apps.quickstart import bundled_docs
 from slmops.core.runtime import Runtime, use_runtime
+from slmops.data.corpus import corpora_for
 from slmops.models import ChatModel, load_chat_model, load_embedder
 from slmops.store import Workspace
 from slmops.store.traces import get_trace
@@ -54,3 +56,18 @@ def shipped_embedder() -> Any:
 requires_graphviz = pytest.mark.skipif(
     shutil.which("dot") is None, reason="Graphviz 'dot' is not installed (apt-get install graphviz)"
 )
+
+
+@pytest.fixture
+def stacks_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "stacks"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return directory
+
+
+@pytest.fixture
+def handbook(workspace: Workspace) -> Any:
+    """Corpus 'docs' holding the bundled slmops handbook (version 1)."""
+    corpora_for(workspace).ingest("docs", [bundled_docs()])
+    return corpora_for(workspace)

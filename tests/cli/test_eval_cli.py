@@ -48,3 +48,36 @@ def test_synth_writes_a_dataset_from_a_corpus(tmp_path: Path) -> None:
     shown = slmops("eval", "dataset", "show", "handbook-synth", "--json", home=home).stdout
     lines = shown.splitlines()
     assert 1 <= len(lines) <= 3 and '"synth"' in lines[0] and '"reference_ids":["' in lines[0]
+
+
+def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
+    home, project = tmp_path / "ws", tmp_path / "project"
+    (project / "echo").mkdir(parents=True)
+    (project / "echo" / "slmops.toml").write_text(
+        '[stack]\nname = "echo"\n[[steps]]\nname = "upper"\nkind = "function"\n'
+        'call = "echo_steps:upper"\ninput = "input.text"\n'
+    )
+    (project / "echo" / "echo_steps.py").write_text(
+        "def upper(text: str) -> str:\n    return text.upper()\n"
+    )
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        '{"input": "alpha", "reference": "ALPHA"}\n{"input": "beta", "reference": "nope"}\n'
+    )
+    slmops("eval", "dataset", "add", "echoes", str(cases), home=home)
+    args = ("eval", "run", "echo", "--dataset", "echoes", "--metrics", "exact_match,token_f1")
+    passed = slmops(*args, "--gate", "exact_match>=0.5", home=home, cwd=project)
+    assert passed.returncode == 0, passed.stderr
+    assert "exact_match" in passed.stdout and "0.500" in passed.stdout
+    assert "gate exact_match>=0.5 passed" in passed.stdout
+    failed = slmops(
+        *args, "--gate", "exact_match>=0.9", "--gate", "errors<=0", home=home, cwd=project
+    )
+    assert failed.returncode == 1
+    assert "gate exact_match>=0.9 FAILED: 0.5 is 0.4 below 0.9" in failed.stderr
+    assert "gate errors<=0 passed" in failed.stdout
+    runs = slmops("eval", "runs", home=home)
+    assert runs.stdout.count("echoes@1") == 2 and "complete" in runs.stdout
+    assert_one_line_error(
+        slmops(*args, "--gate", "speed>9", home=home, cwd=project), "the run has no figure 'speed'"
+    )

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from slmops.apps.build import build_stack
 from slmops.apps.helpers import TestCase
 from slmops.apps.templates import init_stack
-from slmops.cli.common import WorkspaceOption, console, open_workspace
+from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace
 from slmops.core.runtime import Runtime, use_runtime
+from slmops.errors import ConfigError
 from slmops.eval.datasets import Datasets, EvalCase, read_cases
+from slmops.eval.gates import check_gates, parse_gate
+from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
@@ -159,3 +172,111 @@ def synth_command(
     kept = f"{len(cases)} of {n} kept (empty or repeated questions dropped)"
     console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {kept}")
     console.print(f"Trace id: {result.trace_id}   See them: slmops eval dataset show {version.ref}")
+
+
+def _metrics_table(summary: dict[str, Any]) -> Table:
+    table = Table("figure", "value", "cases")
+    for key, metric in summary["metrics"].items():
+        value = "n/a" if metric["mean"] is None else f"{metric['mean']:.3f}"
+        table.add_row(key, value, str(metric["cases"]))
+    for key in ("p50_latency_ms", "p95_latency_ms", "mean_prompt_tokens", "mean_completion_tokens"):
+        if summary.get(key) is not None:
+            table.add_row(key, f"{summary[key]:.1f}", "")
+    table.add_row("errors", f"{summary['errors']} of {summary['cases']}", "")
+    for category, rate in summary.get("attack_success_by_category", {}).items():
+        table.add_row(f"attack_success[{category}]", f"{rate:.3f}", "")
+    return table
+
+
+@app.command("run")
+def run_command(
+    stack: str | None = typer.Argument(None, help="Stack name or folder (not with --resume)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="NAME or NAME@VERSION."),
+    metrics: str | None = typer.Option(None, help="Comma-separated metric names (default all)."),
+    concurrency: int = typer.Option(4, help="Cases run at once."),
+    gate: list[str] = typer.Option([], "--gate", "-g", help='e.g. "faithfulness>=0.7".'),
+    resume: str | None = typer.Option(None, help="Finish an interrupted run (its id)."),
+    no_lock: bool = typer.Option(False, "--no-lock", help="Ignore the stack's slmops.lock."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Run a stack over a dataset, score every case, record the run; exit 1 if a gate fails."""
+    gates = [parse_gate(g) for g in gate]
+    with open_workspace(workspace) as ws:
+        if resume:
+            record = load_run(ws, resume)
+            stack_ref, dataset_ref = record["stack"], record["dataset"]
+            metric_names = [key.split("@")[0] for key in record["config"]["metrics"]]
+        else:
+            if stack is None or dataset is None:
+                raise ConfigError("give STACK and --dataset (or --resume RUN_ID)")
+            stack_ref, dataset_ref = stack, dataset
+            metric_names = [m.strip() for m in metrics.split(",")] if metrics else None
+        built = build_stack(stack_ref, ws, use_lock=not no_lock)
+        with console.status("Loading the embedder..."):
+            chosen = build_metrics(metric_names, ws.settings.embedder)
+        runner = EvalRun(ws, built, chosen)
+        run_id = record["id"] if resume else runner.start(dataset_ref, concurrency)
+        _, cases = Datasets(ws).cases(dataset_ref)
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        task = bar.add_task(f"eval {built.stack_name} on {dataset_ref}", total=len(cases))
+        try:
+            with bar:
+                summary = asyncio.run(
+                    runner.execute(
+                        run_id,
+                        cases,
+                        Runtime.from_workspace(ws),
+                        concurrency=concurrency,
+                        on_progress=lambda done, total: bar.update(task, completed=done),
+                    )
+                )
+        except KeyboardInterrupt:
+            error_console.print(
+                f"[yellow]interrupted:[/] run {run_id[:12]} kept its finished cases; "
+                f"resume with: slmops eval run --resume {run_id[:12]}"
+            )
+            raise typer.Exit(130) from None
+    console.print(f"[bold]Eval run {run_id[:12]}[/]: {built.stack_name} on {dataset_ref}")
+    console.print(_metrics_table(summary))
+    failed = False
+    for result in check_gates(gates, summary):
+        if result.passed:
+            console.print(f"[green]{escape(result.describe())}[/]")
+        else:
+            failed = True
+            error_console.print(f"[red]{escape(result.describe())}[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("runs")
+def runs_command(
+    limit: int = typer.Option(20, "--limit", "-n"), workspace: Path | None = WorkspaceOption
+) -> None:
+    """Recent eval runs."""
+    with open_workspace(workspace) as ws:
+        runs = list_runs(ws, limit)
+    if not runs:
+        console.print("No eval runs yet. Start one with: slmops eval run STACK --dataset NAME")
+        return
+    table = Table("run", "stack", "dataset", "status", "started", "cases", "errors")
+    for run in runs:
+        summary = run["summary"] or {}
+        table.add_row(
+            run["id"][:12],
+            run["stack"],
+            run["dataset"],
+            run["status"],
+            _when(run["started_at"]),
+            str(summary.get("cases", "")),
+            str(summary.get("errors", "")),
+        )
+    console.print(table)

@@ -23,7 +23,7 @@ from slmops.core.step import StepState
 from slmops.core.threads import iterate_blocking, run_blocking
 from slmops.core.tracing import to_attribute, trace_id_of
 from slmops.models.base import ChatMessage, ChatModel, ChatResult, GenerationParams
-from slmops.store.traces import get_trace
+from slmops.store.traces import get_trace, token_usage
 
 
 class ChatCall(LLMCall):
@@ -215,7 +215,4 @@ def _trace_usage(trace_id: str) -> tuple[int, int]:
     workspace = get_runtime().workspace
     if workspace is None:
         return 0, 0
-    _, spans = get_trace(workspace.engine, trace_id)
-    prompt = sum(int(s["attributes"].get("gen_ai.usage.input_tokens", 0)) for s in spans)
-    completion = sum(int(s["attributes"].get("gen_ai.usage.output_tokens", 0)) for s in spans)
-    return prompt, completion
+    return token_usage(get_trace(workspace.engine, trace_id)[1])

@@ -142,3 +142,29 @@ eval_datasets = Table(
     Column("uri", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+eval_runs = Table(
+    "eval_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("stack", String(100), nullable=False),
+    Column("dataset", String(120), nullable=False),  # NAME@VERSION, resolved
+    Column("status", String(16), nullable=False),  # running | complete | interrupted
+    Column("started_at", Float, nullable=False, index=True),
+    Column("finished_at", Float),
+    Column("versions", JSON, nullable=False),  # the stack's corpus/prompt/model versions
+    Column("config", JSON, nullable=False),  # metrics, concurrency
+    Column("summary", JSON, nullable=False),  # metric means, latency, tokens, errors
+)
+
+eval_results = Table(
+    "eval_results",
+    metadata,
+    Column("run_id", String(32), ForeignKey("eval_runs.id"), primary_key=True),
+    Column("case_id", String(64), primary_key=True),
+    Column("trace_id", String(32)),
+    Column("status", String(16), nullable=False),  # ok | error
+    Column("result", JSON, nullable=False),  # CaseResult fields
+    Column("scores", JSON, nullable=False),  # metric key -> score (null: not applicable)
+    Column("finished_at", Float, nullable=False),
+)

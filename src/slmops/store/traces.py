@@ -53,3 +53,10 @@ def get_trace(engine: Engine, trace_id: str) -> tuple[dict[str, Any], list[dict[
             select(spans).where(spans.c.trace_id == trace["trace_id"]).order_by(spans.c.start_ns)
         ).all()
     return trace, [dict(row._mapping) for row in span_rows]
+
+
+def token_usage(spans: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(prompt, completion) tokens of every model call among a trace's spans."""
+    prompt = sum(int(s["attributes"].get("gen_ai.usage.input_tokens", 0)) for s in spans)
+    completion = sum(int(s["attributes"].get("gen_ai.usage.output_tokens", 0)) for s in spans)
+    return prompt, completion

@@ -1,0 +1,304 @@
+"""Evaluation runs: a stack over every case of a dataset version, scored and recorded.
+
+Cases run concurrently (bounded); each result is written to the store the moment its case
+finishes, so an interrupted run loses nothing and ``resume`` runs only the cases it has no
+result for. A case that raises is recorded as an error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import insert, select, update
+
+from slmops.apps.citations import SourcedAnswer
+from slmops.apps.stack import Stack, to_plain
+from slmops.core.runtime import Runtime, use_runtime
+from slmops.data.corpus import corpora_for
+from slmops.errors import NotFoundError, SlmopsError
+from slmops.eval.datasets import Datasets, EvalCase
+from slmops.eval.metrics import (
+    MRR,
+    NDCG,
+    AttackSuccess,
+    CaseResult,
+    ContextPrecision,
+    ContextRecall,
+    EmbeddingSimilarity,
+    ExactMatch,
+    Faithfulness,
+    HitRate,
+    Metric,
+    RefusalCorrectness,
+    RougeL,
+    TokenF1,
+    mean_score,
+    percentile,
+)
+from slmops.models.loading import load_embedder
+from slmops.store.schema import eval_results, eval_runs
+from slmops.store.traces import get_trace, token_usage
+from slmops.store.workspace import Workspace
+
+Progress = Callable[[int, int], None]
+"""Called with (cases done, cases in the run) as cases finish."""
+
+
+def build_metrics(names: Sequence[str] | None, embedder_uri: str) -> list[Metric]:
+    """The metrics named (all by default); embedding-based ones use ``embedder_uri``."""
+    embed = load_embedder(embedder_uri).embed
+    factories: dict[str, Callable[[], Metric]] = {
+        "hit_rate": lambda: HitRate(5),
+        "mrr": MRR,
+        "ndcg": lambda: NDCG(5),
+        "context_precision": lambda: ContextPrecision(5),
+        "context_recall": lambda: ContextRecall(5),
+        "exact_match": ExactMatch,
+        "token_f1": TokenF1,
+        "rouge_l": RougeL,
+        "embedding_similarity": lambda: EmbeddingSimilarity(embed),
+        "faithfulness": lambda: Faithfulness(embed),
+        "refusal_correctness": RefusalCorrectness,
+        "attack_success": AttackSuccess,
+    }
+    chosen = list(names) if names else list(factories)
+    unknown = [n for n in chosen if n not in factories]
+    if unknown:
+        raise SlmopsError(f"unknown metric(s) {unknown}; metrics: {', '.join(factories)}")
+    return [factories[name]() for name in chosen]
+
+
+def answer_of(output: Any) -> tuple[str, bool]:
+    """(answer text, refused) from any stack output."""
+    if isinstance(output, SourcedAnswer):
+        return output.answer, output.refused
+    if isinstance(output, str):
+        return output, False
+    if isinstance(output, BaseModel) and isinstance(getattr(output, "answer", None), str):
+        return output.answer, bool(getattr(output, "refused", False))
+    return json.dumps(to_plain(output), ensure_ascii=False), False
+
+
+class EvalRun:
+    def __init__(self, workspace: Workspace, stack: Stack, metrics: list[Metric]) -> None:
+        self.workspace = workspace
+        self.stack = stack
+        self.metrics = metrics
+
+    # --- the record ----------------------------------------------------------------------
+
+    def start(self, dataset_ref: str, concurrency: int) -> str:
+        version = Datasets(self.workspace).resolve(dataset_ref)
+        run_id = uuid.uuid4().hex
+        with self.workspace.engine.begin() as connection:
+            connection.execute(
+                insert(eval_runs).values(
+                    id=run_id,
+                    stack=self.stack.stack_name,
+                    dataset=version.ref,
+                    status="running",
+                    started_at=time.time(),
+                    versions={
+                        **self.stack.resolved.summary(),
+                        "locked": self.stack.resolved.locked,
+                    },
+                    config={"metrics": [m.key for m in self.metrics], "concurrency": concurrency},
+                    summary={},
+                )
+            )
+        return run_id
+
+    def done_case_ids(self, run_id: str) -> set[str]:
+        with self.workspace.engine.connect() as connection:
+            query = select(eval_results.c.case_id).where(eval_results.c.run_id == run_id)
+            return set(connection.execute(query).scalars())
+
+    def _record(self, run_id: str, case_id: str, trace_id: str | None, result: CaseResult) -> None:
+        scores = {m.key: m.score(result) for m in self.metrics} if result.error is None else {}
+        with self.workspace.engine.begin() as connection:
+            connection.execute(
+                insert(eval_results).values(
+                    run_id=run_id,
+                    case_id=case_id,
+                    trace_id=trace_id,
+                    status="error" if result.error else "ok",
+                    result=asdict(result),
+                    scores=scores,
+                    finished_at=time.time(),
+                )
+            )
+
+    def _set_status(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "finished_at": time.time()}
+        if summary is not None:
+            values["summary"] = summary
+        with self.workspace.engine.begin() as connection:
+            connection.execute(update(eval_runs).where(eval_runs.c.id == run_id).values(**values))
+
+    # --- running -------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        run_id: str,
+        cases: list[EvalCase],
+        runtime: Runtime,
+        *,
+        concurrency: int = 4,
+        on_progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Run the cases without a result yet; returns the run's summary."""
+        done = self.done_case_ids(run_id)
+        pending = [c for c in cases if c.id not in done]
+        finished = len(cases) - len(pending)
+        limit = asyncio.Semaphore(max(1, concurrency))
+        if on_progress:
+            on_progress(finished, len(cases))
+
+        async def one(case: EvalCase) -> None:
+            nonlocal finished
+            async with limit:
+                trace_id, result = await self._run_case(case)
+            self._record(run_id, case.id, trace_id, result)
+            finished += 1
+            if on_progress:
+                on_progress(finished, len(cases))
+
+        status = "interrupted"
+        try:
+            with use_runtime(runtime):
+                try:  # a task group: when one case's task fails or Ctrl-C, the rest stop
+                    async with asyncio.TaskGroup() as group:
+                        for case in pending:
+                            group.create_task(one(case))
+                except BaseExceptionGroup as group_error:
+                    raise group_error.exceptions[0] from None
+            status = "complete"
+        finally:
+            summary = (
+                summarize(self.results(run_id), self.metrics) if status == "complete" else None
+            )
+            self._set_status(run_id, status, summary)
+        assert summary is not None
+        return summary
+
+    async def _run_case(self, case: EvalCase) -> tuple[str | None, CaseResult]:
+        base = {
+            "question": case.question(),
+            "reference": case.reference,
+            "reference_ids": list(case.reference_ids),
+            "answerable": case.answerable,
+            "adversarial": case.adversarial,
+            "category": case.category,
+        }
+        started = time.perf_counter()
+        try:
+            run = await self.stack.ainvoke(case.input)
+        except Exception as exc:  # one bad case must not end the run: record it
+            message = f"{type(exc).__name__}: {exc}"
+            return None, CaseResult(**base, error=message, latency_ms=_ms(started))
+        answer, refused = answer_of(run.output)
+        retrieved, contexts, prompt_tokens, completion_tokens = self._from_trace(run.trace_id)
+        return run.trace_id, CaseResult(
+            **base,
+            answer=answer,
+            refused=refused,
+            retrieved_ids=retrieved,
+            contexts=contexts,
+            latency_ms=run.duration_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def _from_trace(self, trace_id: str) -> tuple[list[str], list[str], int, int]:
+        """Retrieved chunk ids and their texts, and tokens used, from the case's trace."""
+        _, spans = get_trace(self.workspace.engine, trace_id)
+        retrieved: list[str] = []
+        contexts: list[str] = []
+        corpora = corpora_for(self.workspace)
+        for span in spans:
+            attributes = span["attributes"]
+            ids = attributes.get("slmops.retrieval.chunk_ids")
+            if span["kind"] != "retrieval" or not ids:
+                continue
+            version = corpora.resolve(
+                f"{attributes['slmops.retrieval.corpus']}@{attributes['slmops.retrieval.version']}"
+            )
+            texts = {row["chunk_id"]: row["text"] for row in corpora.vector_index(version).rows}
+            retrieved += list(ids)
+            contexts += [texts[i] for i in ids if i in texts]
+        return retrieved, contexts, *token_usage(spans)
+
+    def results(self, run_id: str) -> list[CaseResult]:
+        return [CaseResult(**row["result"]) for row in load_results(self.workspace, run_id)]
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def summarize(results: Sequence[CaseResult], metrics: Sequence[Metric]) -> dict[str, Any]:
+    """Metric means (and how many cases each covered), cost, errors, attacks by category."""
+    ok = [r for r in results if r.error is None]
+    latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
+    summary: dict[str, Any] = {
+        "cases": len(results),
+        "errors": len(results) - len(ok),
+        "error_rate": (len(results) - len(ok)) / len(results) if results else 0.0,
+        "p50_latency_ms": percentile(latencies, 50),
+        "p95_latency_ms": percentile(latencies, 95),
+        "mean_prompt_tokens": sum(r.prompt_tokens for r in ok) / len(ok) if ok else None,
+        "mean_completion_tokens": sum(r.completion_tokens for r in ok) / len(ok) if ok else None,
+        "metrics": {},
+    }
+    for metric in metrics:
+        value, count = mean_score(metric, results)
+        summary["metrics"][metric.key] = {"mean": value, "cases": count}
+    attacks = [r for r in ok if r.adversarial and r.category]
+    if attacks:
+        by_category: dict[str, list[float]] = {}
+        for r in attacks:
+            by_category.setdefault(r.category or "", []).append(float(not r.refused))
+        summary["attack_success_by_category"] = {
+            category: sum(v) / len(v) for category, v in sorted(by_category.items())
+        }
+    return summary
+
+
+def load_run(workspace: Workspace, run_id: str) -> dict[str, Any]:
+    """A run by id or unique prefix (6+ characters)."""
+    if len(run_id) < 6:
+        raise NotFoundError(f"run id {run_id!r} is too short; give at least 6 characters")
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(
+            select(eval_runs).where(eval_runs.c.id.startswith(run_id)).limit(2)
+        ).all()
+    if not rows:
+        raise NotFoundError(f"no eval run with id {run_id!r}")
+    if len(rows) > 1:
+        raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters")
+    return dict(rows[0]._mapping)
+
+
+def load_results(workspace: Workspace, run_id: str) -> list[dict[str, Any]]:
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(
+            select(eval_results)
+            .where(eval_results.c.run_id == run_id)
+            .order_by(eval_results.c.finished_at)
+        ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def list_runs(workspace: Workspace, limit: int = 20) -> list[dict[str, Any]]:
+    with workspace.engine.connect() as connection:
+        rows = connection.execute(
+            select(eval_runs).order_by(eval_runs.c.started_at.desc()).limit(limit)
+        ).all()
+    return [dict(row._mapping) for row in rows]
