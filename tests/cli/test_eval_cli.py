@@ -78,6 +78,11 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     assert "gate errors<=0 passed" in failed.stdout
     runs = slmops("eval", "runs", home=home)
     assert runs.stdout.count("echoes@1") == 2 and "complete" in runs.stdout
+    ids = [line.strip("│ ").split()[0] for line in runs.stdout.splitlines() if "echoes@1" in line]
+    compared = slmops("eval", "compare", ids[1], ids[0], home=home)
+    assert compared.returncode == 0, compared.stderr
+    assert "2 shared cases" in compared.stdout and "exact_match" in compared.stdout
+    assert "No case flipped." in compared.stdout
     assert_one_line_error(
         slmops(*args, "--gate", "speed>9", home=home, cwd=project), "the run has no figure 'speed'"
     )

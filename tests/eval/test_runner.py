@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slmops.apps.build import build_stack
 from slmops.apps.templates import init_stack
 from slmops.core.runtime import Runtime
 from slmops.data.corpus import Corpora
+from slmops.eval.compare import bootstrap_interval, compare_runs
 from slmops.eval.datasets import Datasets, EvalCase
 from slmops.eval.gates import GateError, check_gates, parse_gate
 from slmops.eval.metrics import ExactMatch
@@ -170,3 +172,35 @@ def test_gates_say_which_failed_and_by_how_much() -> None:
         parse_gate("faithfulness high")
     with pytest.raises(GateError, match="the run has no figure 'rouge'"):
         check_gates([parse_gate("rouge>0.1")], summary)
+
+
+def test_compare_shows_a_planted_regression(
+    workspace: Workspace, stacks_dir: Path, echo: EvalRun
+) -> None:
+    cases = [c for c in echo_cases() if c.id != "c"]  # the four that do not explode
+    Datasets(workspace).add("echoes", cases)
+    runtime = Runtime.from_workspace(workspace)
+    before = echo.start("echoes", 2)
+    asyncio.run(echo.execute(before, cases, runtime))
+    # The regression: a new version of the step reverses the text instead.
+    code = stacks_dir / "echo" / "echo_steps.py"
+    code.write_text(ECHO_CODE.replace("text.upper()", "text[::-1]  # regressed"))
+    worse = EvalRun(workspace, build_stack("echo", workspace), [ExactMatch()])
+    after = worse.start("echoes", 2)
+    asyncio.run(worse.execute(after, cases, runtime))
+
+    result = compare_runs(workspace, before[:10], after[:10])
+    assert result.shared_cases == 4
+    (delta,) = result.deltas
+    # A: alpha, delta, echo match (3 of 4); B: none does
+    assert (delta.metric, delta.a, delta.b) == ("exact_match", 0.75, 0.0)
+    assert delta.significant and delta.high < 0
+    assert sorted(f.case_id for f in result.flips) == ["a", "d", "e"]
+    assert all(f.a == 1.0 and f.b == 0.0 for f in result.flips)
+
+
+def test_bootstrap_interval() -> None:
+    low, high = bootstrap_interval(np.full(10, -0.5))
+    assert low == high == -0.5
+    low, high = bootstrap_interval(np.array([1.0, -1.0] * 50))
+    assert low < 0 < high  # no real change: the interval spans zero

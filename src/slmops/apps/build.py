@@ -7,7 +7,9 @@ the stack's folder on ``sys.path``, so a stack can keep its code beside its mani
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -238,13 +240,29 @@ class _Builder:
         return Node(spec.name, Map(spec.name, call, max_concurrency=1), shared, spec.for_each)
 
 
+def _load_module(module_name: str, directory: Path) -> Any:
+    """A module from the stack's folder, loaded under a name private to that folder: two
+    stacks may both have ``steps.py``, and a rebuilt stack sees its edited code. Anything
+    else (an installed package) is imported normally."""
+    source = directory.joinpath(*module_name.split(".")).with_suffix(".py")
+    if not source.is_file():
+        return importlib.import_module(module_name)
+    private = f"slmops_stack_{hashlib.sha256(str(directory).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(f"{private}.{module_name}", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 def _import(call: str, loaded: LoadedManifest) -> Any:
     module_name, _, attribute = call.partition(":")
     directory = str(loaded.directory)
     if directory not in sys.path:
-        sys.path.insert(0, directory)  # the stack's own modules, beside its manifest
+        sys.path.insert(0, directory)  # so the stack's modules can import their siblings
     try:
-        module = importlib.import_module(module_name)
+        module = _load_module(module_name, loaded.directory)
     except Exception as exc:  # an import runs user code: report whatever it raised
         raise ManifestError(
             f"{loaded.path}: cannot import '{module_name}' for call = {call!r}: "

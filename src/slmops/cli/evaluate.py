@@ -25,6 +25,7 @@ from slmops.apps.templates import init_stack
 from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
+from slmops.eval.compare import compare_runs
 from slmops.eval.datasets import Datasets, EvalCase, read_cases
 from slmops.eval.gates import check_gates, parse_gate
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
@@ -280,3 +281,51 @@ def runs_command(
             str(summary.get("errors", "")),
         )
     console.print(table)
+
+
+@app.command("compare")
+def compare_command(
+    run_a: str = typer.Argument(..., help="The baseline run (id or 6+ character prefix)."),
+    run_b: str = typer.Argument(..., help="The candidate run."),
+    flips: int = typer.Option(10, "--flips", help="Flipped cases to list."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Per-metric change from run A to run B with 95% bootstrap intervals, and the cases
+    whose verdict flipped."""
+    with open_workspace(workspace) as ws:
+        result = compare_runs(ws, run_a, run_b)
+    a, b = result.run_a, result.run_b
+    console.print(
+        f"A {a['id'][:12]} ({a['stack']} on {a['dataset']})  vs  "
+        f"B {b['id'][:12]} ({b['stack']} on {b['dataset']}): {result.shared_cases} shared cases"
+    )
+    table = Table("metric", "A", "B", "B - A", "95% interval", "cases")
+    for d in result.deltas:
+        style = "" if not d.significant else ("green" if d.delta > 0 else "red")
+        change = f"[{style}]{d.delta:+.3f}[/]" if style else f"{d.delta:+.3f}"
+        table.add_row(
+            d.metric,
+            f"{d.a:.3f}",
+            f"{d.b:.3f}",
+            change,
+            f"[{d.low:+.3f}, {d.high:+.3f}]",
+            str(d.cases),
+        )
+    for key, (before, after) in result.latency.items():
+        if before is not None and after is not None:
+            table.add_row(key, f"{before:.0f}", f"{after:.0f}", f"{after - before:+.0f}", "", "")
+    console.print(table)
+    if result.flips:
+        console.print(f"[bold]Flipped cases[/] ({len(result.flips)}; regressions first)")
+        listing = Table("case", "metric", "A", "B", "question")
+        for flip in result.flips[:flips]:
+            listing.add_row(
+                flip.case_id,
+                flip.metric,
+                f"{flip.a:.2f}",
+                f"{flip.b:.2f}",
+                escape(flip.question[:70]),
+            )
+        console.print(listing)
+    else:
+        console.print("No case flipped.")
