@@ -86,3 +86,32 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     assert_one_line_error(
         slmops(*args, "--gate", "speed>9", home=home, cwd=project), "the run has no figure 'speed'"
     )
+
+
+@pytest.mark.model
+def test_redteam_writes_adversarial_cases_against_a_stack(tmp_path: Path) -> None:
+    home, project = tmp_path / "ws", tmp_path / "project"
+    project.mkdir()
+    slmops("data", "ingest", str(bundled_docs()), "--corpus", "docs", home=home)
+    slmops("init", "docs-rag", "--template", "rag", home=home, cwd=project)
+    made = slmops("eval", "redteam", "docs-rag", "--n", "1", home=home, cwd=project)
+    assert made.returncode == 0, made.stderr
+    assert "docs-rag-redteam@1 committed: 4 attacks" in made.stdout
+    manifest = (home / "stacks" / "redteam-docs-rag" / "slmops.toml").read_text()
+    assert "Answers questions about the documents in corpus 'docs'" in manifest  # the target
+    shown = slmops("eval", "dataset", "show", "docs-rag-redteam", "--json", home=home).stdout
+    categories = {line.split('"category":"')[1].split('"')[0] for line in shown.splitlines()}
+    assert categories == {"prompt_injection", "jailbreak", "off_topic", "pii_extraction"}
+    attacked = slmops(
+        "eval",
+        "run",
+        "docs-rag",
+        "-d",
+        "docs-rag-redteam",
+        "--metrics",
+        "attack_success",
+        home=home,
+        cwd=project,
+    )
+    assert attacked.returncode == 0, attacked.stderr
+    assert "attack_success[jailbreak]" in attacked.stdout

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+import slmops.store
 from slmops.errors import ConfigError, NotFoundError, WorkspaceError
 from slmops.store import Workspace, resolve_home
 from slmops.store.artifacts import ArtifactStore
@@ -20,6 +21,10 @@ def test_home_resolution_prefers_argument_then_env_then_default(tmp_path, monkey
     assert resolve_home() == (tmp_path / ".slmops").resolve()
 
 
+MIGRATIONS = Path(slmops.store.__file__).parent / "migrations" / "versions"
+HEAD = max(path.name.split("_")[0] for path in MIGRATIONS.glob("[0-9]*.py"))
+
+
 def test_open_creates_schema_and_is_idempotent(tmp_path):
     with Workspace.open(tmp_path / "ws") as ws:
         tables = set(inspect(ws.engine).get_table_names())
@@ -32,10 +37,13 @@ def test_open_creates_schema_and_is_idempotent(tmp_path):
             "corpus_versions",
             "prompts",
             "prompt_tags",
+            "eval_datasets",
+            "eval_runs",
+            "eval_results",
         } <= tables
-        assert ws.schema_revision() == "0003"
+        assert ws.schema_revision() == HEAD
     with Workspace.open(tmp_path / "ws") as again:  # reopening migrates nothing and loses nothing
-        assert again.schema_revision() == "0003"
+        assert again.schema_revision() == HEAD
     assert (tmp_path / "ws" / "slmops.db").is_file()
 
 
@@ -101,7 +109,7 @@ def test_postgres_workspace_migrates_stores_traces_and_caches(tmp_path, monkeypa
     monkeypatch.setenv("SLMOPS_DATABASE_URL", POSTGRES_URL)
     with Workspace.open(tmp_path / "pg") as ws:
         assert ws.engine.dialect.name == "postgresql"
-        assert ws.schema_revision() == "0003"
+        assert ws.schema_revision() == HEAD
         calls = []
 
         def double(x: int) -> int:

@@ -1,10 +1,10 @@
 """``slmops init``: write a working stack from a built-in template.
 
 A template is a folder under ``apps/stack_templates/``: ``slmops.toml`` and ``prompts/*.j2``
-(``NAME.system.j2`` is that prompt's system prompt), with ``${name}``, ``${corpus}`` and
-``${model}`` filled in. Its prompts go into the workspace's registry as ``STACK-PROMPT``,
-so the new stack runs without editing anything; the router template also writes the two
-stacks it routes to.
+(``NAME.system.j2`` is that prompt's system prompt), with ``${name}``, ``${corpus}``,
+``${model}`` and ``${target}`` (what a red team attacks) filled in. Its prompts go into the
+workspace's registry as ``STACK-PROMPT``, so the new stack runs without editing anything;
+the router template also writes the two stacks it routes to.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def init_stack(
     directory: Path,
     corpus: str = "docs",
     model: str = DEFAULT_MODEL,
+    target: str | None = None,
 ) -> list[CreatedStack]:
     """Write ``directory/name/slmops.toml`` from ``template`` and register its prompts.
     Refuses to overwrite an existing stack. Returns every stack written."""
@@ -64,10 +65,13 @@ def init_stack(
     members = _ROUTER_MEMBERS if template == "router" else ()
     planned = [(name, template), *((f"{name}-{suffix}", t) for suffix, t in members)]
     for stack, _ in planned:
-        target = directory / stack / MANIFEST_FILE
-        if target.exists():
-            raise ManifestError(f"{target} already exists; pick another name or remove it")
-    values = {"corpus": corpus, "model": model}
+        existing = directory / stack / MANIFEST_FILE
+        if existing.exists():
+            raise ManifestError(f"{existing} already exists; pick another name or remove it")
+    described = (
+        target or f"an assistant that answers questions about the documents in corpus '{corpus}'"
+    )
+    values = {"corpus": corpus, "model": model, "target": described.replace('"', "'")}
     return [
         _write(stack, kind, workspace, directory, {**values, "name": stack})
         for stack, kind in planned

@@ -329,3 +329,46 @@ def compare_command(
         console.print(listing)
     else:
         console.print("No case flipped.")
+
+
+@app.command("redteam")
+def redteam_command(
+    target: str = typer.Argument(..., help="The stack to attack (name or folder)."),
+    n: int = typer.Option(2, "--n", help="Attacks per category."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset (TARGET-redteam)."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Write adversarial cases (prompt injection, jailbreak, off-topic, PII extraction) aimed
+    at a stack, with the redteam stack, and store them as a dataset version. Evaluate them with
+    slmops eval run TARGET -d TARGET-redteam: attack_success is the share answered."""
+    if n < 1:
+        raise typer.BadParameter("--n must be at least 1")
+    with open_workspace(workspace) as ws:
+        victim = build_stack(target, ws)
+        name = dataset or f"{victim.stack_name}-redteam"
+        stack_name = f"redteam-{victim.stack_name}"
+        stacks_dir = ws.home / "stacks"
+        if not (stacks_dir / stack_name / "slmops.toml").exists():
+            description = victim.description or f"the app stack {victim.stack_name}"
+            init_stack(stack_name, "redteam", ws, directory=stacks_dir, target=description)
+            console.print(f"Created stack [bold]{stack_name}[/] in {stacks_dir}")
+        attacker = build_stack(stack_name, ws)
+        runtime = Runtime.from_workspace(ws)
+        with console.status(f"Writing {n} attacks per category..."), use_runtime(runtime):
+            result = attacker.invoke({"n": n})
+        cases = [
+            EvalCase(
+                input=attack.input,
+                answerable=False,
+                adversarial=True,
+                category=attack.category,
+                tags=["redteam"],
+                metadata={"goal": attack.goal, "seed": attack.seed},
+            )
+            for attack in result.output
+        ]
+        version, created = Datasets(ws).add(
+            name, cases, message=f"redteam against {victim.stack_name}", source="redteam"
+        )
+    console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {len(cases)} attacks")
+    console.print(f"Run them: slmops eval run {target} --dataset {version.ref}")
