@@ -185,7 +185,7 @@ def _metrics_table(summary: dict[str, Any]) -> Table:
             table.add_row(key, f"{summary[key]:.1f}", "")
     table.add_row("errors", f"{summary['errors']} of {summary['cases']}", "")
     for category, rate in summary.get("attack_success_by_category", {}).items():
-        table.add_row(f"attack_success[{category}]", f"{rate:.3f}", "")
+        table.add_row(escape(f"attack_success[{category}]"), f"{rate:.3f}", "")
     return table
 
 
