@@ -83,6 +83,10 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     assert compared.returncode == 0, compared.stderr
     assert "2 shared cases" in compared.stdout and "exact_match" in compared.stdout
     assert "No case flipped." in compared.stdout
+    page = tmp_path / "report.html"
+    reported = slmops("eval", "report", ids[0], "--html", str(page), "--compare", ids[1], home=home)
+    assert reported.returncode == 0, reported.stderr
+    assert f"Report: {page}" in reported.stdout and "exact_match" in page.read_text()
     assert_one_line_error(
         slmops(*args, "--gate", "speed>9", home=home, cwd=project), "the run has no figure 'speed'"
     )

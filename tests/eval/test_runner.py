@@ -16,6 +16,7 @@ from slmops.eval.compare import bootstrap_interval, compare_runs
 from slmops.eval.datasets import Datasets, EvalCase
 from slmops.eval.gates import GateError, check_gates, parse_gate
 from slmops.eval.metrics import ExactMatch
+from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, load_results, load_run
 from slmops.store import Workspace
 from slmops.store.traces import count_traces
@@ -204,3 +205,33 @@ def test_bootstrap_interval() -> None:
     assert low == high == -0.5
     low, high = bootstrap_interval(np.array([1.0, -1.0] * 50))
     assert low < 0 < high  # no real change: the interval spans zero
+
+
+def test_the_html_report_shows_metrics_distributions_comparison_and_worst_cases(
+    workspace: Workspace, stacks_dir: Path, echo: EvalRun
+) -> None:
+    cases = echo_cases()
+    Datasets(workspace).add("echoes", cases)
+    runtime = Runtime.from_workspace(workspace)
+    first = echo.start("echoes", 1)
+    asyncio.run(echo.execute(first, cases, runtime))
+    second = echo.start("echoes", 1)
+    asyncio.run(echo.execute(second, cases, runtime))
+    page = render_report(workspace, second, compare_with=first, worst=3)
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page
+    assert f"Eval run {second[:12]}: echo on echoes@1" in page
+    assert "exact_match" in page and "0.750" in page  # the metric and its mean
+    assert page.count("<rect") >= 10  # distributions drawn as inline SVG
+    assert f"Comparison with {first[:12]} (4 shared cases)" in page
+    assert "beta" in page and "reference: wrong" in page  # the worst case, with its reference
+    assert "the case exploded" in page  # the error listed
+    assert "&lt;b&gt;" in render_report_escaped(workspace, echo)
+
+
+def render_report_escaped(workspace: Workspace, echo: EvalRun) -> str:
+    """Case text is escaped, never run as HTML."""
+    cases = [EvalCase(id="x", input="<b>bold</b>", reference="<b>BOLD</b>")]
+    Datasets(workspace).add("html", cases)
+    run_id = echo.start("html", 1)
+    asyncio.run(echo.execute(run_id, cases, Runtime.from_workspace(workspace)))
+    return render_report(workspace, run_id)

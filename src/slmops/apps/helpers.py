@@ -10,14 +10,37 @@ from slmops.apps.sampling import Passage
 # --- synth: question/answer/context test cases ---------------------------------------------
 
 
-class GeneratedQA(BaseModel):
+class PairInput(BaseModel):
+    passages: list[Passage]
+    questions: list[str]
+
+
+class PassageQuestion(BaseModel):
+    text: str
     question: str
-    answer: str
+
+
+def clean_question(text: str) -> str:
+    """One line, without the "Question:" label small models like to add."""
+    flat = " ".join(text.split())
+    for label in ("question:", "q:"):
+        if flat.lower().startswith(label):
+            flat = flat[len(label) :].strip()
+    return flat
+
+
+def pair_questions(value: PairInput) -> list[PassageQuestion]:
+    """Each sampled passage with the question written about it, for the answering step."""
+    return [
+        PassageQuestion(text=p.text, question=clean_question(q))
+        for p, q in zip(value.passages, value.questions, strict=True)
+    ]
 
 
 class CasesInput(BaseModel):
     passages: list[Passage]
-    generated: list[GeneratedQA]
+    questions: list[str]
+    answers: list[str]
 
 
 class TestCase(BaseModel):
@@ -32,21 +55,27 @@ class TestCase(BaseModel):
     corpus_version: int
 
 
+def _is_question(text: str) -> bool:
+    return text.endswith("?") and len(text.split()) >= 3
+
+
 def test_cases(value: CasesInput) -> list[TestCase]:
-    """Pair each sampled passage with the question and answer generated from it; drop
-    empty and repeated questions (a small model repeats itself)."""
+    """Pair each sampled passage with its question and answer; drop what is not a real
+    question, empty answers and repeated questions (a small model repeats itself)."""
     cases: list[TestCase] = []
     seen: set[str] = set()
-    for passage, qa in zip(value.passages, value.generated, strict=True):
-        question = " ".join(qa.question.split())
+    rows = zip(value.passages, value.questions, value.answers, strict=True)
+    for passage, raw_question, raw_answer in rows:
+        question = clean_question(raw_question)
+        answer = " ".join(raw_answer.split())
         key = question.lower()
-        if not question or not qa.answer.strip() or key in seen:
+        if not _is_question(question) or not answer or key in seen:
             continue
         seen.add(key)
         cases.append(
             TestCase(
                 question=question,
-                answer=" ".join(qa.answer.split()),
+                answer=answer,
                 context=passage.text,
                 source_ids=[passage.chunk_id],
                 doc_id=passage.doc_id,

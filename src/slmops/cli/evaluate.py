@@ -17,7 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from slmops.apps.build import build_stack
 from slmops.apps.helpers import TestCase
@@ -28,6 +28,7 @@ from slmops.errors import ConfigError
 from slmops.eval.compare import compare_runs
 from slmops.eval.datasets import Datasets, EvalCase, read_cases
 from slmops.eval.gates import check_gates, parse_gate
+from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
@@ -194,7 +195,10 @@ def run_command(
     stack: str | None = typer.Argument(None, help="Stack name or folder (not with --resume)."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="NAME or NAME@VERSION."),
     metrics: str | None = typer.Option(None, help="Comma-separated metric names (default all)."),
-    concurrency: int = typer.Option(4, help="Cases run at once."),
+    concurrency: int = typer.Option(
+        1,
+        help="Cases at once (a local model serves one at a time: latency then includes waiting).",
+    ),
     gate: list[str] = typer.Option([], "--gate", "-g", help='e.g. "faithfulness>=0.7".'),
     resume: str | None = typer.Option(None, help="Finish an interrupted run (its id)."),
     no_lock: bool = typer.Option(False, "--no-lock", help="Ignore the stack's slmops.lock."),
@@ -268,7 +272,8 @@ def runs_command(
     if not runs:
         console.print("No eval runs yet. Start one with: slmops eval run STACK --dataset NAME")
         return
-    table = Table("run", "stack", "dataset", "status", "started", "cases", "errors")
+    table = Table("stack", "dataset", "status", "started", "cases", "errors")
+    table.columns.insert(0, Column("run", no_wrap=True, min_width=12))
     for run in runs:
         summary = run["summary"] or {}
         table.add_row(
@@ -372,3 +377,26 @@ def redteam_command(
         )
     console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {len(cases)} attacks")
     console.print(f"Run them: slmops eval run {target} --dataset {version.ref}")
+
+
+@app.command("report")
+def report_command(
+    run: str = typer.Argument(..., help="Run id (or 6+ character prefix)."),
+    html: Path | None = typer.Option(None, "--html", help="Where to write the HTML page."),
+    compare: str | None = typer.Option(None, "--compare", help="A baseline run to compare with."),
+    worst: int = typer.Option(10, help="Worst cases to show."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Print a run's metrics and write its self-contained HTML report (metrics, distributions,
+    comparison, worst cases with their passages and trace ids)."""
+    with open_workspace(workspace) as ws:
+        record = load_run(ws, run)
+        page = render_report(ws, record["id"], compare_with=compare, worst=worst)
+        target = html or ws.home / "reports" / f"eval-{record['id'][:12]}.html"
+    if record["summary"]:
+        console.print(_metrics_table(record["summary"]))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".html.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(target)
+    console.print(f"Report: {target.resolve()}")

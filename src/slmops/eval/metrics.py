@@ -35,6 +35,7 @@ class CaseResult:
     retrieved_ids: list[str] = field(default_factory=list)
     contexts: list[str] = field(default_factory=list)
     refused: bool = False
+    refusal_reason: str | None = None
     answerable: bool = True
     category: str | None = None
     adversarial: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -75,15 +76,15 @@ def build_metrics(names: Sequence[str] | None, embedder_uri: str) -> list[Metric
     return [factories[name]() for name in chosen]
 
 
-def answer_of(output: Any) -> tuple[str, bool]:
-    """(answer text, refused) from any stack output."""
+def answer_of(output: Any) -> tuple[str, bool, str | None]:
+    """(answer text, refused, why) from any stack output."""
     if isinstance(output, SourcedAnswer):
-        return output.answer, output.refused
+        return output.answer, output.refused, output.reason
     if isinstance(output, str):
-        return output, False
+        return output, False, None
     if isinstance(output, BaseModel) and isinstance(getattr(output, "answer", None), str):
-        return output.answer, bool(getattr(output, "refused", False))
-    return json.dumps(to_plain(output), ensure_ascii=False), False
+        return output.answer, bool(getattr(output, "refused", False)), None
+    return json.dumps(to_plain(output), ensure_ascii=False), False, None
 
 
 class EvalRun:
@@ -203,12 +204,13 @@ class EvalRun:
         except Exception as exc:  # one bad case must not end the run: record it
             message = f"{type(exc).__name__}: {exc}"
             return None, CaseResult(**base, error=message, latency_ms=_ms(started))
-        answer, refused = answer_of(run.output)
+        answer, refused, reason = answer_of(run.output)
         retrieved, contexts, prompt_tokens, completion_tokens = self._from_trace(run.trace_id)
         return run.trace_id, CaseResult(
             **base,
             answer=answer,
             refused=refused,
+            refusal_reason=reason,
             retrieved_ids=retrieved,
             contexts=contexts,
             latency_ms=run.duration_ms,
@@ -273,8 +275,10 @@ def summarize(results: Sequence[CaseResult], metrics: Sequence[Metric]) -> dict[
 
 def load_run(workspace: Workspace, run_id: str) -> dict[str, Any]:
     """A run by id or unique prefix (6+ characters)."""
-    if len(run_id) < 6:
-        raise NotFoundError(f"run id {run_id!r} is too short; give at least 6 characters")
+    if not re.fullmatch(r"[0-9a-f]{6,32}", run_id):
+        raise NotFoundError(
+            f"{run_id!r} is not a run id: give 6 to 32 hex characters (see slmops eval runs)"
+        )
     with workspace.engine.connect() as connection:
         rows = connection.execute(
             select(eval_runs).where(eval_runs.c.id.startswith(run_id)).limit(2)
