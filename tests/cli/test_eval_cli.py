@@ -88,7 +88,7 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     assert reported.returncode == 0, reported.stderr
     assert f"Report: {page}" in reported.stdout and "exact_match" in page.read_text()
     assert_one_line_error(
-        slmops(*args, "--gate", "speed>9", home=home, cwd=project), "the run has no figure 'speed'"
+        slmops(*args, "--gate", "speed>9", home=home, cwd=project), "will have no figure 'speed'"
     )
 
 

@@ -27,7 +27,7 @@ from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
 from slmops.eval.compare import compare_runs
 from slmops.eval.datasets import Datasets, EvalCase, read_cases
-from slmops.eval.gates import check_gates, parse_gate
+from slmops.eval.gates import check_gates, check_names, parse_gate
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 
@@ -219,6 +219,7 @@ def run_command(
         built = build_stack(stack_ref, ws, use_lock=not no_lock)
         with console.status("Loading the embedder..."):
             chosen = build_metrics(metric_names, ws.settings.embedder)
+        check_names(gates, [metric.key for metric in chosen])
         runner = EvalRun(ws, built, chosen)
         run_id = record["id"] if resume else runner.start(dataset_ref, concurrency)
         _, cases = Datasets(ws).cases(dataset_ref)

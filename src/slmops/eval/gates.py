@@ -59,6 +59,28 @@ def figures(summary: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+SUMMARY_FIGURES = (
+    "cases",
+    "errors",
+    "error_rate",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "mean_prompt_tokens",
+    "mean_completion_tokens",
+)
+
+
+def check_names(gates: list[Gate], metric_keys: list[str]) -> None:
+    """Refuse, before a run starts, a gate on a figure the run will not have."""
+    known = set(SUMMARY_FIGURES) | set(metric_keys) | {k.split("@")[0] for k in metric_keys}
+    for gate in gates:
+        if gate.figure not in known:
+            raise GateError(
+                f"gate {gate}: the run will have no figure {gate.figure!r}; figures: "
+                + ", ".join(sorted(known))
+            )
+
+
 @dataclass(frozen=True)
 class GateResult:
     gate: Gate
