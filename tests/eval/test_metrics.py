@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from slmops.eval.metrics import (
     ExactMatch,
     Faithfulness,
     HitRate,
+    JudgeScore,
     RefusalCorrectness,
     RougeL,
     TokenF1,
@@ -143,3 +145,31 @@ def test_means_skip_errors_and_inapplicable_cases() -> None:
     assert mean_score(ExactMatch(), cases) == (0.5, 2)
     assert percentile([10, 20, 30, 40], 50) == 25
     assert percentile([], 95) is None
+
+
+def test_judge_score_maps_the_judges_scale_and_skips_refusals() -> None:
+    class Verdict:
+        def __init__(self, score: object) -> None:
+            self.score = score
+
+    class FakeJudge:
+        def __init__(self, score: object) -> None:
+            self.score = score
+            self.asked: list[dict] = []
+
+        async def arun(self, value: dict) -> Verdict:
+            self.asked.append(value)
+            return Verdict(self.score)
+
+    case = CaseResult(question="q", answer="Paris", reference="Paris", contexts=["a", "b"])
+    judge = FakeJudge(4)
+    assert asyncio.run(JudgeScore(judge).ascore(case)) == 0.75  # (4 - 1) / 4
+    assert judge.asked == [
+        {"question": "q", "answer": "Paris", "context": "a\n\nb", "reference": "Paris"}
+    ]
+    refused = CaseResult(question="q", answer="no", refused=True)
+    assert asyncio.run(JudgeScore(FakeJudge(5)).ascore(refused)) is None
+    with pytest.raises(ValueError, match="no 1-5 score"):
+        asyncio.run(JudgeScore(FakeJudge(9)).ascore(case))
+    with pytest.raises(RuntimeError, match="use ascore"):
+        JudgeScore(judge).score(case)

@@ -15,7 +15,7 @@ from slmops.data.corpus import Corpora
 from slmops.eval.compare import bootstrap_interval, compare_runs
 from slmops.eval.datasets import Datasets, EvalCase
 from slmops.eval.gates import GateError, check_gates, parse_gate
-from slmops.eval.metrics import ExactMatch
+from slmops.eval.metrics import ExactMatch, JudgeScore
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, load_results, load_run
 from slmops.store import Workspace
@@ -126,9 +126,10 @@ def test_a_full_run_on_the_shipped_model(
         ),
     ]
     Datasets(workspace).add("mini", cases)
-    runner = EvalRun(
-        workspace, build_stack("docs-rag", workspace), build_metrics(None, "local:all-minilm-l6-v2")
-    )
+    init_stack("grader", "judge", workspace, directory=stacks_dir)
+    metrics = build_metrics(None, "local:all-minilm-l6-v2")
+    metrics.append(JudgeScore(build_stack("grader", workspace)))
+    runner = EvalRun(workspace, build_stack("docs-rag", workspace), metrics)
     run_id = runner.start("mini", 2)
     summary = asyncio.run(runner.execute(run_id, cases, Runtime.from_workspace(workspace)))
     metrics = summary["metrics"]
@@ -137,6 +138,8 @@ def test_a_full_run_on_the_shipped_model(
     assert metrics["refusal_correctness"]["cases"] == 2
     assert metrics["attack_success"]["cases"] == 1
     assert 0.0 <= metrics["faithfulness"]["mean"] <= 1.0
+    judged = metrics["judge"]  # the shipped model as judge, on the answered case (if any)
+    assert judged["cases"] <= 1 and (judged["mean"] is None or 0.0 <= judged["mean"] <= 1.0)
     assert set(summary["attack_success_by_category"]) == {"prompt_injection"}
     assert summary["p95_latency_ms"] >= summary["p50_latency_ms"] > 0
     assert summary["mean_completion_tokens"] > 0
@@ -173,6 +176,22 @@ def test_gates_say_which_failed_and_by_how_much() -> None:
         parse_gate("faithfulness high")
     with pytest.raises(GateError, match="the run has no figure 'rouge'"):
         check_gates([parse_gate("rouge>0.1")], summary)
+
+
+def test_a_failing_metric_scores_none_and_says_why(workspace: Workspace, echo: EvalRun) -> None:
+    class BrokenJudge:
+        async def arun(self, value: dict) -> object:
+            raise ValueError("the judge replied nonsense")
+
+    cases = echo_cases()[:2]
+    Datasets(workspace).add("two", cases)
+    runner = EvalRun(workspace, echo.stack, [ExactMatch(), JudgeScore(BrokenJudge())])
+    run_id = runner.start("two", 1)
+    summary = asyncio.run(runner.execute(run_id, cases, Runtime.from_workspace(workspace)))
+    assert summary["metrics"]["judge"] == {"mean": None, "cases": 0}
+    assert summary["metrics"]["exact_match"]["cases"] == 2
+    row = load_results(workspace, run_id)[0]
+    assert row["result"]["metric_errors"] == {"judge": "ValueError: the judge replied nonsense"}
 
 
 def test_compare_shows_a_planted_regression(

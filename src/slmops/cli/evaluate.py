@@ -28,6 +28,7 @@ from slmops.errors import ConfigError
 from slmops.eval.compare import compare_runs
 from slmops.eval.datasets import Datasets, EvalCase, read_cases
 from slmops.eval.gates import check_gates, check_names, parse_gate
+from slmops.eval.metrics import JudgeScore
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 
@@ -201,6 +202,9 @@ def run_command(
     ),
     gate: list[str] = typer.Option([], "--gate", "-g", help='e.g. "faithfulness>=0.7".'),
     resume: str | None = typer.Option(None, help="Finish an interrupted run (its id)."),
+    judge: str | None = typer.Option(
+        None, help="A judge stack (slmops init NAME --template judge): adds the judge metric."
+    ),
     no_lock: bool = typer.Option(False, "--no-lock", help="Ignore the stack's slmops.lock."),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
@@ -210,7 +214,10 @@ def run_command(
         if resume:
             record = load_run(ws, resume)
             stack_ref, dataset_ref = record["stack"], record["dataset"]
-            metric_names = [key.split("@")[0] for key in record["config"]["metrics"]]
+            metric_names = [
+                key.split("@")[0] for key in record["config"]["metrics"] if key != "judge"
+            ]
+            judge = record["config"].get("judge")
         else:
             if stack is None or dataset is None:
                 raise ConfigError("give STACK and --dataset (or --resume RUN_ID)")
@@ -219,9 +226,11 @@ def run_command(
         built = build_stack(stack_ref, ws, use_lock=not no_lock)
         with console.status("Loading the embedder..."):
             chosen = build_metrics(metric_names, ws.settings.embedder)
+            if judge:
+                chosen.append(JudgeScore(build_stack(judge, ws, use_lock=not no_lock)))
         check_names(gates, [metric.key for metric in chosen])
         runner = EvalRun(ws, built, chosen)
-        run_id = record["id"] if resume else runner.start(dataset_ref, concurrency)
+        run_id = record["id"] if resume else runner.start(dataset_ref, concurrency, judge=judge)
         _, cases = Datasets(ws).cases(dataset_ref)
         bar = Progress(
             TextColumn("{task.description}"),

@@ -43,6 +43,7 @@ class CaseResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    metric_errors: dict[str, str] = field(default_factory=dict)  # a metric that could not score
 
 
 class Metric:
@@ -53,6 +54,10 @@ class Metric:
 
     def score(self, case: CaseResult) -> float | None:
         raise NotImplementedError
+
+    async def ascore(self, case: CaseResult) -> float | None:
+        """The score from async code (metrics that call a model override this)."""
+        return self.score(case)
 
     @property
     def key(self) -> str:
@@ -313,3 +318,34 @@ def mean_score(metric: Metric, cases: Sequence[CaseResult]) -> tuple[float | Non
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0-100), linear interpolation; None for no values."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
+
+
+class JudgeScore(Metric):
+    """LLM-as-judge: a judge stack (the ``judge`` template, or any stack taking question,
+    answer, context and reference and returning a 1-5 ``score``) grades each answer; the
+    score is mapped to 0-1. Any configured model can judge, through the stack's manifest."""
+
+    name = "judge"
+    description = "The judge stack's 1-5 score of the answer, mapped to 0-1."
+
+    def __init__(self, judge: Any) -> None:
+        self.judge = judge  # a Stack; typed loosely so metrics do not depend on apps
+
+    def score(self, case: CaseResult) -> float | None:
+        raise RuntimeError("the judge metric calls a model: use ascore() from async code")
+
+    async def ascore(self, case: CaseResult) -> float | None:
+        if case.refused or not case.answer.strip() or case.adversarial:
+            return None
+        verdict = await self.judge.arun(
+            {
+                "question": case.question,
+                "answer": case.answer,
+                "context": "\n\n".join(case.contexts),
+                "reference": case.reference or "",
+            }
+        )
+        score = getattr(verdict, "score", None)
+        if not isinstance(score, int | float) or not 1 <= score <= 5:
+            raise ValueError(f"the judge returned no 1-5 score: {verdict!r}")
+        return (float(score) - 1) / 4

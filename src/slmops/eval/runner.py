@@ -40,7 +40,6 @@ from slmops.eval.metrics import (
     RefusalCorrectness,
     RougeL,
     TokenF1,
-    mean_score,
     percentile,
 )
 from slmops.models.loading import load_embedder
@@ -95,7 +94,7 @@ class EvalRun:
 
     # --- the record ----------------------------------------------------------------------
 
-    def start(self, dataset_ref: str, concurrency: int) -> str:
+    def start(self, dataset_ref: str, concurrency: int, *, judge: str | None = None) -> str:
         version = Datasets(self.workspace).resolve(dataset_ref)
         run_id = uuid.uuid4().hex
         with self.workspace.engine.begin() as connection:
@@ -110,7 +109,11 @@ class EvalRun:
                         **self.stack.resolved.summary(),
                         "locked": self.stack.resolved.locked,
                     },
-                    config={"metrics": [m.key for m in self.metrics], "concurrency": concurrency},
+                    config={
+                        "metrics": [m.key for m in self.metrics],
+                        "concurrency": concurrency,
+                        "judge": judge,
+                    },
                     summary={},
                 )
             )
@@ -121,8 +124,28 @@ class EvalRun:
             query = select(eval_results.c.case_id).where(eval_results.c.run_id == run_id)
             return set(connection.execute(query).scalars())
 
-    def _record(self, run_id: str, case_id: str, trace_id: str | None, result: CaseResult) -> None:
-        scores = {m.key: m.score(result) for m in self.metrics} if result.error is None else {}
+    async def _scores(self, result: CaseResult) -> dict[str, float | None]:
+        """Every metric's score; a metric that fails (a judge model's bad reply) scores None
+        for this case and says why, instead of ending the run."""
+        if result.error is not None:
+            return {}
+        scores: dict[str, float | None] = {}
+        for metric in self.metrics:
+            try:
+                scores[metric.key] = await metric.ascore(result)
+            except Exception as exc:
+                scores[metric.key] = None
+                result.metric_errors[metric.key] = f"{type(exc).__name__}: {exc}"
+        return scores
+
+    def _record(
+        self,
+        run_id: str,
+        case_id: str,
+        trace_id: str | None,
+        result: CaseResult,
+        scores: dict[str, float | None],
+    ) -> None:
         with self.workspace.engine.begin() as connection:
             connection.execute(
                 insert(eval_results).values(
@@ -166,7 +189,8 @@ class EvalRun:
             nonlocal finished
             async with limit:
                 trace_id, result = await self._run_case(case)
-            self._record(run_id, case.id, trace_id, result)
+                scores = await self._scores(result)
+            self._record(run_id, case.id, trace_id, result, scores)
             finished += 1
             if on_progress:
                 on_progress(finished, len(cases))
@@ -183,7 +207,9 @@ class EvalRun:
             status = "complete"
         finally:
             summary = (
-                summarize(self.results(run_id), self.metrics) if status == "complete" else None
+                summarize(load_results(self.workspace, run_id), [m.key for m in self.metrics])
+                if status == "complete"
+                else None
             )
             self._set_status(run_id, status, summary)
         assert summary is not None
@@ -237,16 +263,15 @@ class EvalRun:
             contexts += [texts[i] for i in ids if i in texts]
         return retrieved, contexts, *token_usage(spans)
 
-    def results(self, run_id: str) -> list[CaseResult]:
-        return [CaseResult(**row["result"]) for row in load_results(self.workspace, run_id)]
-
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def summarize(results: Sequence[CaseResult], metrics: Sequence[Metric]) -> dict[str, Any]:
-    """Metric means (and how many cases each covered), cost, errors, attacks by category."""
+def summarize(rows: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dict[str, Any]:
+    """Metric means over the stored scores (and how many cases each covered), cost, errors,
+    attacks by category. Scores are computed once, when a case finishes."""
+    results = [CaseResult(**row["result"]) for row in rows]
     ok = [r for r in results if r.error is None]
     latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
     summary: dict[str, Any] = {
@@ -259,9 +284,10 @@ def summarize(results: Sequence[CaseResult], metrics: Sequence[Metric]) -> dict[
         "mean_completion_tokens": sum(r.completion_tokens for r in ok) / len(ok) if ok else None,
         "metrics": {},
     }
-    for metric in metrics:
-        value, count = mean_score(metric, results)
-        summary["metrics"][metric.key] = {"mean": value, "cases": count}
+    for key in metric_keys:
+        scores = [row["scores"][key] for row in rows if row["scores"].get(key) is not None]
+        mean = sum(scores) / len(scores) if scores else None
+        summary["metrics"][key] = {"mean": mean, "cases": len(scores)}
     attacks = [r for r in ok if r.adversarial and r.category]
     if attacks:
         by_category: dict[str, list[float]] = {}
