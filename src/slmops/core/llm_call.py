@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import StatusCode
 from pydantic import BaseModel, ValidationError
 
 from slmops.core.runtime import get_runtime
@@ -21,9 +20,7 @@ from slmops.core.threads import iterate_blocking, run_blocking
 from slmops.core.tracing import to_attribute, trace_id_of
 from slmops.core.typing_rules import adapter, type_name
 from slmops.errors import (
-    SlmopsError,
     StepDefinitionError,
-    StepExecutionError,
     StepInputError,
     StepOutputError,
 )
@@ -186,15 +183,12 @@ class LLMCall(Step[Any, Any]):
             )
         parent_path = current_step_path()
         path = f"{parent_path}/{self.name}" if parent_path else self.name
-        attributes = {
-            "slmops.step.kind": self.kind,
-            "slmops.step.path": path,
-            "slmops.step.version": self.version,
-            "slmops.stream": True,
-            **self.span_attributes(),
-        }
+        # Not a current span (Step._traced): the synchronous stream() runs each step of
+        # this generator in its own task, where a context entered in another cannot be left.
         span = get_runtime().tracer.start_span(
-            self.name, root=not parent_path, attributes=attributes
+            self.name,
+            root=not parent_path,
+            attributes=self._run_attributes(path, {"slmops.stream": True}),
         )
         try:
             span.add_event("state", {"state": StepState.INIT.value})
@@ -220,16 +214,11 @@ class LLMCall(Step[Any, Any]):
             self._finish(span, output, self._dump(self._output_adapter, output))
             if on_finish is not None:
                 on_finish(result, trace_id_of(span))
-        except (GeneratorExit, asyncio.CancelledError):  # closed early, or its task cancelled
-            span.add_event("state", {"state": "cancelled"})
-            span.set_attribute("slmops.state", "cancelled")
-            span.set_status(StatusCode.ERROR, "stream closed by the consumer")
-            raise
         except BaseException as exc:
-            self._record_failure(span, exc)
-            if isinstance(exc, Exception) and not isinstance(exc, SlmopsError):
-                raise StepExecutionError(f"{type(exc).__name__}: {exc}", path=path) from exc
-            raise
+            replacement = self._failed(span, exc, path)
+            if replacement is None:
+                raise
+            raise replacement from exc
         finally:
             span.end()
 

@@ -242,47 +242,55 @@ class Step(Generic[I, O]):
         parent_path = _current_path.get()
         path = f"{parent_path}/{self.name}" if parent_path else self.name
         runtime = get_runtime()
-        span_attributes = {
-            "slmops.step.kind": self.kind,
-            "slmops.step.path": path,
-            "slmops.step.version": self.version,
-            **self.span_attributes(),
-            **(attributes or {}),
-        }
         token = _current_path.set(path)
         try:
             with runtime.tracer.span(
-                self.name, root=not parent_path, attributes=span_attributes
+                self.name, root=not parent_path, attributes=self._run_attributes(path, attributes)
             ) as span:
                 if captured is not None:
                     captured["trace_id"] = trace_id_of(span)
                 try:
                     yield path, span, runtime
-                except (GeneratorExit, asyncio.CancelledError):  # a stream closed, a task cancelled
-                    span.add_event("state", {"state": "cancelled"})
-                    span.set_attribute("slmops.state", "cancelled")
-                    span.set_status(StatusCode.ERROR, "stream closed by the consumer")
-                    raise
                 except BaseException as exc:
-                    self._record_failure(span, exc)
-                    if isinstance(exc, Exception) and not isinstance(exc, SlmopsError):
-                        wrapped = StepExecutionError(f"{type(exc).__name__}: {exc}", path=path)
-                        wrapped._slmops_recorded = True  # type: ignore[attr-defined]
-                        raise wrapped from exc
-                    raise
+                    replacement = self._failed(span, exc, path)
+                    if replacement is None:
+                        raise
+                    raise replacement from exc
         finally:
             _current_path.reset(token)
 
+    def _run_attributes(self, path: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The attributes every span of a run of this step starts with."""
+        return {
+            "slmops.step.kind": self.kind,
+            "slmops.step.path": path,
+            "slmops.step.version": self.version,
+            **self.span_attributes(),
+            **(extra or {}),
+        }
+
     @staticmethod
-    def _record_failure(span: Span, exc: BaseException) -> None:
+    def _failed(span: Span, exc: BaseException, path: str) -> Exception | None:
+        """Record on the span how a run ended early: cancelled (a stream closed, a task
+        cancelled) or failed. Returns the error to raise instead of ``exc`` (an unexpected
+        exception, wrapped with the step path), or None to re-raise ``exc`` itself."""
+        if isinstance(exc, GeneratorExit | asyncio.CancelledError):
+            span.add_event("state", {"state": "cancelled"})
+            span.set_attribute("slmops.state", "cancelled")
+            span.set_status(StatusCode.ERROR, "stream closed by the consumer")
+            return None
         span.add_event("state", {"state": StepState.FAILED.value})
         span.set_attribute("slmops.state", StepState.FAILED.value)
-        message = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc)
-        span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {message}")
+        span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
         if not getattr(exc, "_slmops_recorded", False):  # record where it arose, not per level
             span.record_exception(exc)
             with contextlib.suppress(AttributeError):  # some exceptions refuse new attributes
                 exc._slmops_recorded = True  # type: ignore[attr-defined]
+        if isinstance(exc, Exception) and not isinstance(exc, SlmopsError):
+            wrapped = StepExecutionError(f"{type(exc).__name__}: {exc}", path=path)
+            wrapped._slmops_recorded = True  # type: ignore[attr-defined]
+            return wrapped
+        return None
 
     async def _run_traced(self, value: Any, path: str, span: Span, runtime: Runtime) -> O:
         span.add_event("state", {"state": StepState.INIT.value})
