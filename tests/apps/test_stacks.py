@@ -15,7 +15,7 @@ from slmops.apps.citations import SourcedAnswer
 from slmops.apps.helpers import ATTACKS, Attack, TestCase
 from slmops.apps.lock import write_lock
 from slmops.apps.stack import Stack
-from slmops.apps.templates import TEMPLATES, init_stack
+from slmops.apps.templates import TEMPLATES, ensure_workspace_stack, init_stack
 from slmops.data.corpus import Corpora
 from slmops.errors import StepInputError
 from slmops.store import Workspace
@@ -256,3 +256,15 @@ def test_plain_text_for_a_structured_input_is_refused(
         stack.run("is this right?")
     with pytest.raises(StepInputError, match="answer"):
         stack.run({"question": "q"})
+
+
+def test_a_workspace_stack_is_written_once(workspace: Workspace) -> None:
+    created = ensure_workspace_stack("judge-me", "judge", workspace)
+    assert (
+        created is not None
+        and created.path == workspace.home / "stacks" / "judge-me" / "slmops.toml"
+    )
+    created.path.write_text(created.path.read_text() + "# edited by hand\n")
+    assert ensure_workspace_stack("judge-me", "judge", workspace) is None  # never overwritten
+    assert created.path.read_text().endswith("# edited by hand\n")
+    assert build_stack("judge-me", workspace).stack_name == "judge-me"  # found in the workspace

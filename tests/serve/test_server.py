@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from slmops.apps.quickstart import bundled_docs
-from slmops.apps.templates import init_stack
+from slmops.apps.templates import ensure_workspace_stack
 from slmops.core.runtime import Runtime
 from slmops.data.corpus import corpora_for
 from slmops.serve.app import ServeConfig
@@ -43,7 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     root = tmp_path_factory.mktemp("serve")
     workspace = Workspace.open(root / "ws")
     corpora_for(workspace).ingest("docs", [bundled_docs()])
-    init_stack("docs-rag", "rag", workspace, directory=workspace.home / "stacks")
+    ensure_workspace_stack("docs-rag", "rag", workspace)
     catalog = build_catalog(workspace, models=[MODEL], stacks=["docs-rag"], embedders=[EMBEDDER])
     runtime = Runtime.from_workspace(workspace)
     config = ServeConfig(api_keys=(KEY,), max_queue=32)

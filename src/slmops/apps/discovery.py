@@ -14,10 +14,15 @@ from slmops.apps.manifest import MANIFEST_FILE, LoadedManifest, ManifestError, l
 from slmops.store.workspace import Workspace
 
 
+def workspace_stacks(workspace: Workspace) -> Path:
+    """The workspace's own stacks folder (quickstart, synth and red-team stacks live here)."""
+    return workspace.home / "stacks"
+
+
 def stack_roots(workspace: Workspace | None) -> list[Path]:
     roots = [Path.cwd()]
     if workspace is not None:
-        roots.append(workspace.home / "stacks")
+        roots.append(workspace_stacks(workspace))
     return roots
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from slmops.apps.discovery import workspace_stacks
 from slmops.apps.manifest import MANIFEST_FILE, ManifestError, parse_manifest
 from slmops.errors import UnknownModelError
 from slmops.models.uri import parse_model_uri
@@ -76,6 +77,18 @@ def init_stack(
         _write(stack, kind, workspace, directory, {**values, "name": stack})
         for stack, kind in planned
     ]
+
+
+def ensure_workspace_stack(
+    name: str, template: str, workspace: Workspace, **values: str
+) -> CreatedStack | None:
+    """The stack ``name`` in the workspace's stacks folder, written from ``template`` (with
+    init_stack's ``corpus``/``model``/``target``) the first time. Returns what was written,
+    or None when the stack was already there (it is never overwritten)."""
+    directory = workspace_stacks(workspace)
+    if (directory / name / MANIFEST_FILE).exists():
+        return None
+    return init_stack(name, template, workspace, directory=directory, **values)[0]
 
 
 def _write(

@@ -21,8 +21,8 @@ from rich.table import Column, Table
 
 from slmops.apps.build import build_stack
 from slmops.apps.helpers import TestCase
-from slmops.apps.templates import init_stack
 from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace
+from slmops.cli.stacks import ensure_stack
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
 from slmops.eval.compare import compare_runs
@@ -157,10 +157,7 @@ def synth_command(
     name = dataset or f"{corpus}-synth"
     with open_workspace(workspace) as ws:
         stack_name = f"synth-{corpus}"
-        stacks_dir = ws.home / "stacks"
-        if not (stacks_dir / stack_name / "slmops.toml").exists():
-            init_stack(stack_name, "synth", ws, directory=stacks_dir, corpus=corpus)
-            console.print(f"Created stack [bold]{stack_name}[/] in {stacks_dir}")
+        ensure_stack(ws, stack_name, "synth", corpus=corpus)
         stack = build_stack(stack_name, ws)
         runtime = Runtime.from_workspace(ws)
         with console.status(f"Writing {n} test cases from {corpus}..."), use_runtime(runtime):
@@ -362,11 +359,8 @@ def redteam_command(
         victim = build_stack(target, ws)
         name = dataset or f"{victim.stack_name}-redteam"
         stack_name = f"redteam-{victim.stack_name}"
-        stacks_dir = ws.home / "stacks"
-        if not (stacks_dir / stack_name / "slmops.toml").exists():
-            description = victim.description or f"the app stack {victim.stack_name}"
-            init_stack(stack_name, "redteam", ws, directory=stacks_dir, target=description)
-            console.print(f"Created stack [bold]{stack_name}[/] in {stacks_dir}")
+        description = victim.description or f"the app stack {victim.stack_name}"
+        ensure_stack(ws, stack_name, "redteam", target=description)
         attacker = build_stack(stack_name, ws)
         runtime = Runtime.from_workspace(ws)
         with console.status(f"Writing {n} attacks per category..."), use_runtime(runtime):

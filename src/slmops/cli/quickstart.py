@@ -13,9 +13,9 @@ import typer
 
 from slmops.apps.build import build_stack
 from slmops.apps.quickstart import bundled_docs
-from slmops.apps.templates import DEFAULT_MODEL, init_stack
+from slmops.apps.templates import DEFAULT_MODEL
 from slmops.cli.common import WorkspaceOption, console, open_workspace
-from slmops.cli.stacks import print_output, print_versions
+from slmops.cli.stacks import ensure_stack, print_output, print_versions
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.data.corpus import corpora_for
 from slmops.models.loading import load_embedder
@@ -45,17 +45,7 @@ def quickstart_command(
             f"Corpus [bold]{QUICKSTART_CORPUS}@{current.version}[/]: {report.documents} "
             f"documents, {report.chunks} chunks ({report.embedded} embedded now)"
         )
-        stacks_dir = ws.home / "stacks"
-        if not (stacks_dir / QUICKSTART_STACK / "slmops.toml").exists():
-            init_stack(
-                QUICKSTART_STACK,
-                "rag",
-                ws,
-                directory=stacks_dir,
-                corpus=QUICKSTART_CORPUS,
-                model=DEFAULT_MODEL,
-            )
-            console.print(f"Created stack [bold]{QUICKSTART_STACK}[/] in {stacks_dir}")
+        ensure_stack(ws, QUICKSTART_STACK, "rag", corpus=QUICKSTART_CORPUS, model=DEFAULT_MODEL)
         stack = build_stack(QUICKSTART_STACK, ws, models={"chat": model} if model else None)
         runtime = Runtime.from_workspace(ws)
         with console.status("Loading the model and answering..."), use_runtime(runtime):

@@ -20,7 +20,7 @@ from slmops.apps.discovery import list_stacks, stack_roots
 from slmops.apps.lock import write_lock
 from slmops.apps.manifest import load_manifest
 from slmops.apps.stack import Stack, to_plain
-from slmops.apps.templates import DEFAULT_MODEL, TEMPLATES, init_stack
+from slmops.apps.templates import DEFAULT_MODEL, TEMPLATES, ensure_workspace_stack, init_stack
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError, GraphRenderError
@@ -67,6 +67,13 @@ def init_command(
     console.print(f"  slmops run {name} {example}")
     if first.template in ("rag", "chat", "router"):
         console.print(f"  slmops chat {name}")
+
+
+def ensure_stack(ws: Workspace, name: str, template: str, **values: str) -> None:
+    """Write a workspace stack from a template the first time a command needs it."""
+    created = ensure_workspace_stack(name, template, ws, **values)
+    if created is not None:
+        console.print(f"Created stack [bold]{name}[/] in {created.path.parent.parent}")
 
 
 def parse_input(text: str) -> Any:
