@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import typer
@@ -20,6 +21,11 @@ WorkspaceOption = typer.Option(
     help="Workspace folder (default: $SLMOPS_HOME, else ./.slmops).",
     show_default=False,
 )
+
+
+def when(seconds: float) -> str:
+    """A stored unix time as local date and time, the way every listing shows it."""
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def open_workspace(workspace: Path | None) -> Workspace:

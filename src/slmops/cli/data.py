@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,15 +10,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from slmops.cli.common import WorkspaceOption, console, open_workspace
+from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.data.corpus import corpora_for
 from slmops.models.loading import load_embedder
 
 app = typer.Typer(help="Ingest, search and version document corpora.", no_args_is_help=True)
-
-
-def _when(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command("ingest")
@@ -157,7 +152,7 @@ def log_command(
     for v in versions:
         table.add_row(
             str(v.version),
-            _when(v.created_at),
+            when(v.created_at),
             str(v.documents),
             str(v.chunks),
             str(v.stats.get("added", 0)),

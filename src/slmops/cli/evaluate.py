@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from rich.table import Column, Table
 
 from slmops.apps.build import build_stack
 from slmops.apps.helpers import TestCase
-from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace
+from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
 from slmops.cli.stacks import ensure_stack
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
@@ -35,10 +34,6 @@ from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
-
-
-def _when(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataset_app.command("add")
@@ -67,9 +62,7 @@ def dataset_list_command(workspace: Path | None = WorkspaceOption) -> None:
         return
     table = Table("dataset", "latest", "cases", "source", "created", "message")
     for v in latest:
-        table.add_row(
-            v.name, str(v.version), str(v.cases), v.source, _when(v.created_at), v.message
-        )
+        table.add_row(v.name, str(v.version), str(v.cases), v.source, when(v.created_at), v.message)
     console.print(table)
 
 
@@ -84,7 +77,7 @@ def dataset_log_command(
     table = Table("version", "cases", "source", "created", "sha256", "message")
     for v in versions:
         table.add_row(
-            str(v.version), str(v.cases), v.source, _when(v.created_at), v.sha256[:12], v.message
+            str(v.version), str(v.cases), v.source, when(v.created_at), v.sha256[:12], v.message
         )
     console.print(table)
 
@@ -288,7 +281,7 @@ def runs_command(
             run["stack"],
             run["dataset"],
             run["status"],
-            _when(run["started_at"]),
+            when(run["started_at"]),
             str(summary.get("cases", "")),
             str(summary.get("errors", "")),
         )

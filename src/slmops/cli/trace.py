@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from slmops.cli.common import WorkspaceOption, console, open_workspace
+from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.store.traces import get_trace, list_traces
 
 app = typer.Typer(help="Inspect stored run traces.", no_args_is_help=True)
@@ -39,10 +38,6 @@ _SUMMARY_KEYS = {
 }
 
 
-def _when(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
-
-
 @app.command("list")
 def list_command(
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many, newest first."),
@@ -62,7 +57,7 @@ def list_command(
         table.add_row(
             row["name"],
             status,
-            _when(row["started_at"]),
+            when(row["started_at"]),
             f"{row['duration_ms']:.1f}",
             str(row["span_count"]),
             row["trace_id"],
@@ -115,7 +110,7 @@ def show_command(
     status = "[green]ok[/]" if trace["status"] == "ok" else "[red]error[/]"
     tree = Tree(
         f"[bold]{trace['name']}[/] {status} {trace['duration_ms']:.1f} ms  "
-        f"[dim]{trace['trace_id']} · {_when(trace['started_at'])}[/]"
+        f"[dim]{trace['trace_id']} · {when(trace['started_at'])}[/]"
     )
     nodes: dict[str | None, Tree] = {}
     for span in spans:  # ordered by start, so parents come before their children
