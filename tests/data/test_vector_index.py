@@ -69,3 +69,4 @@ def test_vectors_for_returns_stored_vectors_in_the_order_asked():
     assert index.vectors_for(["c", "a"]).tolist() == [[0, 0, 1], [1, 0, 0]]
     with pytest.raises(KeyError, match="no chunk 'z'"):
         index.vectors_for(["a", "z"])
+    assert [row["chunk_id"] for row in index.rows_for(["c", "z", "a"])] == ["c", "a"]

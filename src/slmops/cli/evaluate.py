@@ -214,7 +214,7 @@ def run_command(
             stack_ref, dataset_ref = stack, dataset
             metric_names = [m.strip() for m in metrics.split(",")] if metrics else None
         built = build_stack(stack_ref, ws, use_lock=not no_lock)
-        with console.status("Loading the embedder..."):
+        with console.status("Preparing the metrics..."):
             chosen = build_metrics(metric_names, ws.settings.embedder)
             if judge:
                 chosen.append(JudgeScore(build_stack(judge, ws, use_lock=not no_lock)))

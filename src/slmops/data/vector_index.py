@@ -29,14 +29,24 @@ class ExactVectorIndex:
         self._half: Any = None  # float16 copy for the shortlist, made on first search
         self._positions: dict[str, int] | None = None
 
-    def vectors_for(self, chunk_ids: list[str]) -> np.ndarray:
-        """The stored (normalised) vectors of these chunks, in the order asked."""
+    def _position(self) -> dict[str, int]:
+        """Chunk id -> row number, built once per index."""
         if self._positions is None:
             self._positions = {row["chunk_id"]: i for i, row in enumerate(self.rows)}
-        missing = [c for c in chunk_ids if c not in self._positions]
+        return self._positions
+
+    def vectors_for(self, chunk_ids: list[str]) -> np.ndarray:
+        """The stored (normalised) vectors of these chunks, in the order asked."""
+        positions = self._position()
+        missing = [c for c in chunk_ids if c not in positions]
         if missing:
             raise KeyError(f"no chunk {missing[0]!r} in this version")
-        return self.vectors[[self._positions[c] for c in chunk_ids]]
+        return self.vectors[[positions[c] for c in chunk_ids]]
+
+    def rows_for(self, chunk_ids: list[str]) -> list[dict[str, Any]]:
+        """The rows of those of these chunks that are in this version, in the order asked."""
+        positions = self._position()
+        return [self.rows[positions[c]] for c in chunk_ids if c in positions]
 
     @classmethod
     def from_arrow(cls, table: Any) -> ExactVectorIndex:

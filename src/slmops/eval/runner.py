@@ -52,8 +52,12 @@ Progress = Callable[[int, int], None]
 
 
 def build_metrics(names: Sequence[str] | None, embedder_uri: str) -> list[Metric]:
-    """The metrics named (all by default); embedding-based ones use ``embedder_uri``."""
-    embed = load_embedder(embedder_uri).embed
+    """The metrics named (all by default); embedding-based ones use ``embedder_uri``, loaded
+    the first time one of them scores (not at all for a run without them)."""
+
+    def embed(texts: Sequence[str]) -> Any:
+        return load_embedder(embedder_uri).embed(texts)
+
     factories: dict[str, Callable[[], Metric]] = {
         "hit_rate": lambda: HitRate(5),
         "mrr": MRR,
@@ -258,9 +262,8 @@ class EvalRun:
             version = corpora.resolve(
                 f"{attributes['slmops.retrieval.corpus']}@{attributes['slmops.retrieval.version']}"
             )
-            texts = {row["chunk_id"]: row["text"] for row in corpora.vector_index(version).rows}
             retrieved += list(ids)
-            contexts += [texts[i] for i in ids if i in texts]
+            contexts += [row["text"] for row in corpora.vector_index(version).rows_for(list(ids))]
         return retrieved, contexts, *token_usage(spans)
 
 
