@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from slmops.apps.build import build_stack
-from slmops.apps.citations import SourcedAnswer
+from slmops.apps.citations import Cite, SourcedAnswer
 from slmops.apps.helpers import ATTACKS, Attack, TestCase
 from slmops.apps.lock import write_lock
+from slmops.apps.sampling import Sample
 from slmops.apps.stack import Stack
 from slmops.apps.templates import TEMPLATES, ensure_workspace_stack, init_stack
-from slmops.data.corpus import Corpora
+from slmops.core.runtime import Runtime, use_runtime
+from slmops.data.corpus import Corpora, DataError
 from slmops.errors import StepInputError
 from slmops.store import Workspace
 from tests.apps.conftest import write_manifest
@@ -268,3 +270,25 @@ def test_a_workspace_stack_is_written_once(workspace: Workspace) -> None:
     assert ensure_workspace_stack("judge-me", "judge", workspace) is None  # never overwritten
     assert created.path.read_text().endswith("# edited by hand\n")
     assert build_stack("judge-me", workspace).stack_name == "judge-me"  # found in the workspace
+
+
+def test_corpus_steps_need_a_workspace() -> None:
+    with use_runtime(Runtime.in_memory()):
+        with pytest.raises(DataError, match="Sample needs a workspace"):
+            Sample("sample", corpus="docs@1").run(2)
+        retrieval = {"query": "q", "corpus": "docs", "version": 1, "hits": [_hit()]}
+        with pytest.raises(DataError, match="Cite needs a workspace"):
+            Cite().run({"question": "q", "answer": "a", "retrieval": retrieval})
+
+
+def _hit() -> dict[str, Any]:
+    return {
+        "chunk_id": "c1",
+        "text": "text",
+        "score": 1.0,
+        "doc_id": "d.md",
+        "source": "d.md",
+        "location": "",
+        "section": "",
+        "file_type": "md",
+    }

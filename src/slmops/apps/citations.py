@@ -17,12 +17,10 @@ import numpy as np
 from opentelemetry import trace as otel_trace
 from pydantic import BaseModel
 
-from slmops.core.runtime import get_runtime
 from slmops.core.step import Step
 from slmops.core.threads import run_blocking
-from slmops.data.corpus import corpora_for
-from slmops.data.retrieve import RetrievalResult
-from slmops.errors import StepDefinitionError, StepInputError
+from slmops.data.retrieve import RetrievalResult, runtime_corpora
+from slmops.errors import StepDefinitionError
 from slmops.models.loading import load_embedder
 
 _ECHO = 0.92
@@ -103,10 +101,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         relevance = support = echo = 0.0
         supports: list[float] = []
         if hits and value.answer.strip():
-            workspace = get_runtime().workspace
-            if workspace is None:
-                raise StepInputError("Cite needs a workspace: run inside use_workspace()")
-            corpora = corpora_for(workspace)
+            corpora = runtime_corpora("Cite")
             embedder = await run_blocking(load_embedder, corpora.info(retrieval.corpus)["embedder"])
             texts = [value.question, value.answer]
             vectors = np.asarray(await run_blocking(embedder.embed, texts), dtype=np.float32)

@@ -8,10 +8,9 @@ from typing import Any, ClassVar
 from opentelemetry import trace as otel_trace
 from pydantic import BaseModel
 
-from slmops.core.runtime import get_runtime
 from slmops.core.step import Step
 from slmops.core.threads import run_blocking
-from slmops.data.corpus import corpora_for
+from slmops.data.retrieve import runtime_corpora
 from slmops.errors import StepDefinitionError, StepInputError
 
 
@@ -46,10 +45,7 @@ class Sample(Step[int, list[Passage]]):
     async def _execute(self, value: int) -> list[Passage]:
         if value < 1:
             raise StepInputError(f"cannot sample {value} passages; ask for at least 1")
-        workspace = get_runtime().workspace
-        if workspace is None:
-            raise StepInputError("Sample needs a workspace: run inside use_workspace()")
-        corpora = corpora_for(workspace)
+        corpora = runtime_corpora("Sample")
         version = corpora.resolve(self.corpus)
         rows = await run_blocking(corpora.rows, f"{version.corpus}@{version.version}")
         eligible = sorted(

@@ -14,6 +14,14 @@ from slmops.data.corpus import Corpora, DataError, Hit, SearchMode, corpora_for,
 from slmops.errors import StepDefinitionError
 
 
+def runtime_corpora(step_kind: str) -> Corpora:
+    """The corpora of the workspace the current run writes to, for steps that read them."""
+    workspace = get_runtime().workspace
+    if workspace is None:
+        raise DataError(f"{step_kind} needs a workspace: run inside use_workspace()")
+    return corpora_for(workspace)
+
+
 class RetrievalResult(BaseModel):
     query: str
     corpus: str
@@ -71,10 +79,7 @@ class Retrieve(Step[Any, RetrievalResult]):
         super().__init__(name, input_type=input_type, output_type=RetrievalResult, **options)
 
     def _corpora(self) -> Corpora:
-        workspace = get_runtime().workspace
-        if workspace is None:
-            raise DataError("Retrieve needs a workspace: run inside use_workspace()")
-        return corpora_for(workspace)
+        return runtime_corpora("Retrieve")
 
     def cache_identity(self) -> dict[str, Any]:
         # The resolved version, not the reference: a cached result must not outlive its data.
