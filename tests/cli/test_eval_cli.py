@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
 from slmops.apps.quickstart import bundled_docs
 from tests.cli.test_cli import assert_one_line_error, slmops
+from tests.eval.test_squad import SQUAD_V2
 
 
 def test_dataset_add_list_log_show(tmp_path: Path) -> None:
@@ -119,3 +122,37 @@ def test_redteam_writes_adversarial_cases_against_a_stack(tmp_path: Path) -> Non
     )
     assert attacked.returncode == 0, attacked.stderr
     assert "attack_success[jailbreak]" in attacked.stdout
+
+
+@pytest.mark.model
+def test_import_squad_then_evaluate_retrieval_against_the_paragraphs(tmp_path: Path) -> None:
+    home, squad = tmp_path / "ws", tmp_path / "dev.json"
+    squad.write_text(json.dumps(SQUAD_V2))
+    imported = slmops("eval", "import-squad", str(squad), "-c", "light", "-d", "light", home=home)
+    assert imported.returncode == 0, imported.stderr
+    assert "light@1 committed: 2 documents" in imported.stdout  # the corpus
+    assert "light@1 committed: 3 questions (1 unanswerable) on 2 paragraphs" in imported.stdout
+    again = slmops("eval", "import-squad", str(squad), "-c", "light", "-d", "light", home=home)
+    assert "light: nothing changed" in again.stdout and "light@1 unchanged" in again.stdout
+
+    slmops("init", "light-rag", "--template", "rag", "--corpus", "light", home=home, cwd=tmp_path)
+    metrics = "hit_rate,mrr,exact_match,contains_answer"
+    ran = slmops(
+        "eval", "run", "light-rag", "-d", "light", "--metrics", metrics, home=home, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    # each question's own paragraph (the unanswerable one's too) is retrieved first: the
+    # reference ids name the documents the paragraphs became
+    assert re.search(r"mrr\W+1\.000\W+3\b", ran.stdout), ran.stdout
+    assert re.search(r"exact_match\W+\d\.\d{3}\W+2\b", ran.stdout)  # the unanswerable one: n/a
+
+    # a model can be swapped for the run, like slmops run --model; a bad one is one red line
+    swapped = ("eval", "run", "light-rag", "-d", "light", "--model", "chat=bogus:x")
+    assert_one_line_error(slmops(*swapped, home=home, cwd=tmp_path), "unknown scheme 'bogus'")
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "a"}]}]}]}')
+    assert_one_line_error(
+        slmops("eval", "import-squad", str(broken), "-c", "x", "-d", "x", home=home),
+        "is not a SQuAD file: data.0.paragraphs.0.qas.0.question: Field required",
+    )

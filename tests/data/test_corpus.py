@@ -54,6 +54,7 @@ def test_moved_text_keeps_its_vector(corpora, docs):
     (docs / "a.md").write_text("\n\n\nAlpha paragraph about versioned corpora.\n")  # lines shift
     report = corpora.ingest("moves", [docs])
     assert report.version == 2 and report.embedded == 0  # re-written with its old vector
+    assert (report.added, report.updated, report.unchanged) == (0, 1, 0)
     [row] = corpora.rows("moves", ("line_start",))
     assert row["line_start"] == 4
 

@@ -13,6 +13,7 @@ from slmops.eval.metrics import (
     NDCG,
     AttackSuccess,
     CaseResult,
+    ContainsAnswer,
     ContextPrecision,
     ContextRecall,
     EmbeddingSimilarity,
@@ -59,6 +60,60 @@ def test_context_precision_and_recall() -> None:
     assert ContextPrecision(k=3).score(RANKED) == pytest.approx(1 / 3)
     assert ContextRecall(k=3).score(RANKED) == pytest.approx(1 / 2)
     assert ContextRecall(k=5).score(RANKED) == 1.0
+
+
+def test_a_document_reference_stands_for_its_chunks_and_counts_once() -> None:
+    # chunks a1 a2 b1 c1 of documents A A B C; the references are documents A and C
+    case = CaseResult(
+        question="q",
+        retrieved_ids=["b1", "a1", "a2", "c1"],
+        retrieved_docs=["B", "A", "A", "C"],
+        reference_ids=["A", "C"],
+    )
+    assert HitRate(k=1).score(case) == 0.0 and HitRate(k=2).score(case) == 1.0
+    assert MRR().score(case) == pytest.approx(1 / 2)
+    # A found at rank 2 (its second chunk at rank 3 adds nothing), C at rank 4
+    expected = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert NDCG(k=4).score(case) == pytest.approx(expected)
+    assert NDCG(k=4).score(case) <= 1.0
+    assert ContextPrecision(k=4).score(case) == pytest.approx(3 / 4)  # a1, a2, c1 are relevant
+    assert ContextRecall(k=3).score(case) == pytest.approx(1 / 2)  # A, not yet C
+    assert ContextRecall(k=4).score(case) == 1.0
+    # a chunk id reference still matches the chunk only
+    by_chunk = CaseResult(
+        question="q", retrieved_ids=["a1", "a2"], retrieved_docs=["A", "A"], reference_ids=["a2"]
+    )
+    assert MRR().score(by_chunk) == pytest.approx(1 / 2)
+
+
+def test_the_best_accepted_answer_counts() -> None:
+    # SQuAD lists several answers for a question; the best match is the score
+    case = CaseResult(
+        question="Who won Super Bowl XX?",
+        answer="the Bears",
+        reference="Chicago Bears",
+        alternatives=["Bears", "Chicago Bears (NFL)"],
+    )
+    assert ExactMatch().score(case) == 1.0  # "bears" == "bears" after normalisation
+    assert TokenF1().score(case) == 1.0
+    assert TokenF1().score(CaseResult(question="q", answer="Bears", reference="Chicago Bears")) == (
+        pytest.approx(2 / 3)  # P=1, R=1/2
+    )
+
+
+def test_contains_answer_matches_whole_words() -> None:
+    said = "It was the Chicago Bears, who beat New England 46-10."
+    assert ContainsAnswer().score(CaseResult(question="q", answer=said, reference="Bears")) == 1.0
+    assert (
+        ContainsAnswer().score(CaseResult(question="q", answer=said, reference="New England!"))
+        == 1.0
+    )
+    # "bear" is not a whole word of the answer; "46" is not "4"
+    assert ContainsAnswer().score(CaseResult(question="q", answer=said, reference="bear")) == 0.0
+    assert ContainsAnswer().score(CaseResult(question="q", answer=said, reference="4")) == 0.0
+    refused = CaseResult(question="q", answer=said, reference="Bears", refused=True)
+    assert ContainsAnswer().score(refused) == 0.0
+    assert ContainsAnswer().score(CaseResult(question="q", answer=said, reference="a")) == 0.0
 
 
 def test_squad_normalisation_exact_match_and_f1() -> None:

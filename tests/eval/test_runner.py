@@ -217,6 +217,10 @@ def test_compare_shows_a_planted_regression(
     assert delta.significant and delta.high < 0
     assert sorted(f.case_id for f in result.flips) == ["a", "d", "e"]
     assert all(f.a == 1.0 and f.b == 0.0 for f in result.flips)
+    # the edited code made a new stack version, and the comparison names it as the change
+    (change,) = result.changes
+    assert change.startswith("stack version (manifest or code): ")
+    assert echo.stack.version != worse.stack.version
 
 
 def test_bootstrap_interval() -> None:
@@ -242,14 +246,18 @@ def test_the_html_report_shows_metrics_distributions_comparison_and_worst_cases(
     assert "exact_match" in page and "0.750" in page  # the metric and its mean
     assert page.count("<rect") >= 10  # distributions drawn as inline SVG
     assert f"Comparison with {first[:12]} (4 shared cases)" in page
+    assert "changed: no version (same stack, corpora, prompts and models)" in page
     assert "beta" in page and "reference: wrong" in page  # the worst case, with its reference
     assert "the case exploded" in page  # the error listed
-    assert "&lt;b&gt;" in render_report_escaped(workspace, echo)
+    escaped = render_report_escaped(workspace, echo)
+    assert "&lt;b&gt;" in escaped and "(also accepted: &lt;i&gt;b&lt;/i&gt;)" in escaped
 
 
 def render_report_escaped(workspace: Workspace, echo: EvalRun) -> str:
     """Case text is escaped, never run as HTML."""
-    cases = [EvalCase(id="x", input="<b>bold</b>", reference="<b>BOLD</b>")]
+    cases = [
+        EvalCase(id="x", input="<b>bold</b>", reference="<b>BOLD</b>", alternatives=["<i>b</i>"])
+    ]
     Datasets(workspace).add("html", cases)
     run_id = echo.start("html", 1)
     asyncio.run(echo.execute(run_id, cases, Runtime.from_workspace(workspace)))

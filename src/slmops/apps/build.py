@@ -172,7 +172,8 @@ class _Builder:
         elif isinstance(spec, LLMStep):
             return self._llm_node(spec, source, loaded, resolved, options)
         elif isinstance(spec, FunctionStep):
-            step = Function(_import(spec.call, loaded), name=spec.name, **options)
+            function, code_version = _import(spec.call, loaded)
+            step = Function(function, name=spec.name, version=code_version, **options)
         elif isinstance(spec, StackStep):
             step = dependencies(spec.stack, spec.name)  # its span carries the node's name
         elif isinstance(spec, RouteStep):
@@ -256,7 +257,17 @@ def _load_module(module_name: str, directory: Path) -> Any:
     return module
 
 
-def _import(call: str, loaded: LoadedManifest) -> Any:
+def _code_version(module: Any, directory: Path) -> str:
+    """A hash of the module's source when it is the stack's own code (so an edit makes a new
+    step version, and so a new stack version); "1" for installed packages."""
+    source = getattr(module, "__file__", None)
+    if source is None or not Path(source).resolve().is_relative_to(directory.resolve()):
+        return "1"
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12]
+
+
+def _import(call: str, loaded: LoadedManifest) -> tuple[Any, str]:
+    """The function ``module:attribute`` names, and its code version."""
     module_name, _, attribute = call.partition(":")
     directory = str(loaded.directory)
     if directory not in sys.path:
@@ -273,7 +284,7 @@ def _import(call: str, loaded: LoadedManifest) -> Any:
         raise ManifestError(
             f"{loaded.path}: {call!r}: '{module_name}' has no function '{attribute}'"
         )
-    return function
+    return function, _code_version(module, loaded.directory)
 
 
 def build_stack(

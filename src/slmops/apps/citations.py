@@ -19,13 +19,19 @@ from pydantic import BaseModel
 
 from slmops.core.step import Step
 from slmops.core.threads import run_blocking
+from slmops.core.words import content_words
 from slmops.data.retrieve import RetrievalResult, runtime_corpora
 from slmops.errors import StepDefinitionError
 from slmops.models.loading import load_embedder
 
-_ECHO = 0.92
-"""Answer-question similarity above which the "answer" is the question said again (small
-models do that when the passages confuse them)."""
+
+def adds_nothing(question: str, answer: str) -> bool:
+    """True when every content word of the answer is already in the question: the "answer"
+    is the question said again ("The default port is:"), which small models do when the
+    passages confuse them. An answer that restates the question and then adds a fact
+    ("... is 8000") adds something. (A cosine threshold on question and answer, used before,
+    refused such answers too: a long restatement with a short fact stays above 0.92.)"""
+    return not set(content_words(answer)) - set(content_words(question))
 
 
 class Citation(BaseModel):
@@ -98,7 +104,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
     async def _execute(self, value: CiteInput) -> SourcedAnswer:
         retrieval = value.retrieval
         hits = retrieval.hits
-        relevance = support = echo = 0.0
+        relevance = support = 0.0
         supports: list[float] = []
         if hits and value.answer.strip():
             corpora = runtime_corpora("Cite")
@@ -112,7 +118,6 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             passages = index.vectors_for([hit.chunk_id for hit in hits])
             relevance = float((passages @ vectors[0]).max())
             supports = [float(s) for s in passages @ vectors[1]]
-            echo = float(vectors[0] @ vectors[1])
             support = max(supports)
         reason = None
         if not hits:
@@ -122,8 +127,8 @@ class Cite(Step[CiteInput, SourcedAnswer]):
                 f"no retrieved passage is about the question (best relevance {relevance:.2f} "
                 f"< {self.min_relevance:g})"
             )
-        elif echo >= _ECHO:
-            reason = f"the answer only repeats the question (similarity {echo:.2f})"
+        elif adds_nothing(value.question, value.answer):
+            reason = "the answer only repeats the question"
         elif support < self.min_support:
             reason = (
                 f"the generated answer is not supported by the retrieved passages "

@@ -9,6 +9,7 @@ and inside any core composition.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ class Node:
         return {variable: read_path(state, path) for variable, path in self.input.items()}
 
 
+def _stack_version(manifest_sha256: str, nodes: Sequence[Node]) -> str:
+    """The manifest's hash combined with every step's version (a user function's code hash,
+    a nested stack's own version): editing either makes a new stack version."""
+    parts = [manifest_sha256, *(f"{node.name}={node.step.version}" for node in nodes)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
 class Stack(Step[Any, Any]):
     """An app stack built from a manifest (see :func:`slmops.apps.build.build_stack`)."""
 
@@ -103,7 +111,7 @@ class Stack(Step[Any, Any]):
             input_type=input_type,
             output_type=output_step.output_type,
             description=manifest.manifest.stack.description,
-            version=manifest.sha256[:12],
+            version=_stack_version(manifest.sha256, self.nodes),
         )
 
     @property

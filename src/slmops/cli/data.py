@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -13,8 +14,44 @@ from rich.table import Table
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.data.corpus import corpora_for
 from slmops.models.loading import load_embedder
+from slmops.store.workspace import Workspace
 
 app = typer.Typer(help="Ingest, search and version document corpora.", no_args_is_help=True)
+
+
+def ingest_with_progress(ws: Workspace, corpus: str, paths: list[Path], **options: Any) -> None:
+    """Ingest with a progress bar per stage, then print what changed (or that nothing did)."""
+    with console.status("Loading the embedder..."):  # torch + the model: seconds, once
+        load_embedder(options.get("embedder") or ws.settings.embedder)
+    bar = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=max(total, 1))
+        bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+    with bar:
+        report = corpora_for(ws).ingest(corpus, paths, on_progress=on_progress, **options)
+    for skipped in report.skipped:
+        console.print(f"[yellow]skipped[/] {escape(skipped.path)}: {escape(skipped.reason)}")
+    summary = (
+        f"{report.documents} documents, {report.chunks} chunks: {report.added} added, "
+        f"{report.removed} removed, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.embedded} "
+        f"embedded, {report.duplicates} duplicates dropped"
+    )
+    if report.version is None:
+        console.print(f"{corpus}: nothing changed ({summary}); no new version")
+    else:
+        console.print(f"[green]{corpus}@{report.version}[/] committed: {summary}")
 
 
 @app.command("ingest")
@@ -29,44 +66,15 @@ def ingest_command(
 ) -> None:
     """Bring a corpus to exactly these documents and commit a version."""
     with open_workspace(workspace) as ws:
-        with console.status("Loading the embedder..."):  # torch + the model: seconds, once
-            load_embedder(embedder or ws.settings.embedder)
-        bar = Progress(
-            TextColumn("{task.description:<10}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
+        ingest_with_progress(
+            ws,
+            corpus,
+            paths,
+            message=message,
+            embedder=embedder,
+            chunk_tokens=chunk_tokens,
+            overlap_tokens=overlap_tokens,
         )
-        tasks: dict[str, int] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=max(total, 1))
-            bar.update(tasks[stage], completed=done, total=max(total, 1))
-
-        with bar:
-            report = corpora_for(ws).ingest(
-                corpus,
-                paths,
-                message=message,
-                embedder=embedder,
-                chunk_tokens=chunk_tokens,
-                overlap_tokens=overlap_tokens,
-                on_progress=on_progress,
-            )
-    for skipped in report.skipped:
-        console.print(f"[yellow]skipped[/] {escape(skipped.path)}: {escape(skipped.reason)}")
-    summary = (
-        f"{report.documents} documents, {report.chunks} chunks: {report.added} added, "
-        f"{report.removed} removed, {report.unchanged} unchanged, {report.embedded} "
-        f"embedded, {report.duplicates} duplicates dropped"
-    )
-    if report.version is None:
-        console.print(f"{corpus}: nothing changed ({summary}); no new version")
-    else:
-        console.print(f"[green]{corpus}@{report.version}[/] committed: {summary}")
 
 
 @app.command("search")

@@ -21,7 +21,8 @@ from rich.table import Column, Table
 from slmops.apps.build import build_stack
 from slmops.apps.helpers import TestCase
 from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
-from slmops.cli.stacks import ensure_stack
+from slmops.cli.data import ingest_with_progress
+from slmops.cli.stacks import ModelOption, ensure_stack, model_overrides
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
 from slmops.eval.compare import compare_runs
@@ -30,6 +31,7 @@ from slmops.eval.gates import check_gates, check_names, parse_gate
 from slmops.eval.metrics import JudgeScore
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
+from slmops.eval.squad import read_squad
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
@@ -167,6 +169,44 @@ def synth_command(
     console.print(f"Trace id: {result.trace_id}   See them: slmops eval dataset show {version.ref}")
 
 
+@app.command("import-squad")
+def import_squad_command(
+    file: Path = typer.Argument(..., help="A SQuAD v1.1 or v2.0 JSON file."),
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus for its paragraphs."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset for its questions."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="First N questions."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Import a SQuAD-format set: its paragraphs become a corpus version (the corpus holds
+    exactly them; the file is kept in WORKSPACE/imports/CORPUS), its questions a dataset
+    version scored against their paragraph."""
+    with open_workspace(workspace) as ws:
+        documents_file = f"{corpus}.jsonl"
+        squad = read_squad(file, documents_file=documents_file, limit=limit)
+        # Kept in the workspace at a fixed place: a re-import of the same file changes nothing.
+        folder = ws.home / "imports" / corpus
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            squad.write_documents(folder / documents_file)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the paragraphs into {folder}: {exc}") from None
+        ingest_with_progress(
+            ws, corpus, [folder / documents_file], message=f"paragraphs of {file.name}"
+        )
+        version, created = Datasets(ws).add(
+            dataset, squad.cases, message=f"questions of {file.name}", source="squad"
+        )
+    unanswerable = sum(not case.answerable for case in squad.cases)
+    console.print(
+        f"{version.ref} {'committed' if created else 'unchanged'}: {version.cases} questions "
+        f"({unanswerable} unanswerable) on {len(squad.documents)} paragraphs"
+    )
+    console.print(
+        f"Next: slmops init {corpus}-rag --template rag --corpus {corpus}   then   "
+        f"slmops eval run {corpus}-rag -d {version.ref}"
+    )
+
+
 def _metrics_table(summary: dict[str, Any]) -> Table:
     table = Table("figure", "value", "cases")
     for key, metric in summary["metrics"].items():
@@ -196,6 +236,7 @@ def run_command(
         None, help="A judge stack (slmops init NAME --template judge): adds the judge metric."
     ),
     no_lock: bool = typer.Option(False, "--no-lock", help="Ignore the stack's slmops.lock."),
+    model: list[str] = ModelOption,
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Run a stack over a dataset, score every case, record the run; exit 1 if a gate fails."""
@@ -208,19 +249,25 @@ def run_command(
                 key.split("@")[0] for key in record["config"]["metrics"] if key != "judge"
             ]
             judge = record["config"].get("judge")
+            overrides = record["config"].get("models") or {}
         else:
             if stack is None or dataset is None:
                 raise ConfigError("give STACK and --dataset (or --resume RUN_ID)")
             stack_ref, dataset_ref = stack, dataset
             metric_names = [m.strip() for m in metrics.split(",")] if metrics else None
-        built = build_stack(stack_ref, ws, use_lock=not no_lock)
+            overrides = model_overrides(model)
+        built = build_stack(stack_ref, ws, use_lock=not no_lock, models=overrides)
         with console.status("Preparing the metrics..."):
             chosen = build_metrics(metric_names, ws.settings.embedder)
             if judge:
                 chosen.append(JudgeScore(build_stack(judge, ws, use_lock=not no_lock)))
         check_names(gates, [metric.key for metric in chosen])
         runner = EvalRun(ws, built, chosen)
-        run_id = record["id"] if resume else runner.start(dataset_ref, concurrency, judge=judge)
+        run_id = (
+            record["id"]
+            if resume
+            else runner.start(dataset_ref, concurrency, judge=judge, models=overrides)
+        )
         _, cases = Datasets(ws).cases(dataset_ref)
         bar = Progress(
             TextColumn("{task.description}"),
@@ -303,6 +350,11 @@ def compare_command(
     console.print(
         f"A {a['id'][:12]} ({a['stack']} on {a['dataset']})  vs  "
         f"B {b['id'][:12]} ({b['stack']} on {b['dataset']}): {result.shared_cases} shared cases"
+    )
+    console.print(
+        "Changed: " + escape("; ".join(result.changes))
+        if result.changes
+        else "Changed: no version (same stack, corpora, prompts and models)"
     )
     table = Table("metric", "A", "B", "B - A", "95% interval", "cases")
     for d in result.deltas:

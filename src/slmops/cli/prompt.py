@@ -96,6 +96,28 @@ def show_command(
     console.print(Syntax(version.template, "jinja", word_wrap=True))
 
 
+@app.command("export")
+def export_command(
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@TAG."),
+    directory: Path = typer.Argument(Path(), help="Folder to write the files into."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Write a version's template (NAME.j2) and system prompt (NAME.system.j2) as files to
+    edit; store the edit with: slmops prompt add NAME NAME.j2 --system NAME.system.j2."""
+    with open_workspace(workspace) as ws:
+        version = PromptRegistry(ws).get(ref)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {directory / f"{version.name}.j2": version.template}
+        if version.system:
+            files[directory / f"{version.name}.system.j2"] = version.system
+        for path, text in files.items():
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise SlmopsError(f"cannot write the prompt files into {directory}: {exc}") from None
+    console.print(f"{version.ref} written to {', '.join(str(path) for path in files)}")
+
+
 @app.command("diff")
 def diff_command(
     name: str = typer.Argument(...),

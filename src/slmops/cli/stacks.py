@@ -126,7 +126,7 @@ def print_output(output: Any, title: str) -> None:
         console.print(JSON(json.dumps(to_plain(plain), ensure_ascii=False)))
 
 
-def _model_overrides(pairs: list[str]) -> dict[str, str]:
+def model_overrides(pairs: list[str]) -> dict[str, str]:
     overrides = {}
     for pair in pairs:
         alias, sep, uri = pair.partition("=")
@@ -137,7 +137,7 @@ def _model_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _build(ref: str, ws: Workspace, no_lock: bool, models: list[str]) -> Stack:
-    overrides = _model_overrides(models)
+    overrides = model_overrides(models)
     with console.status(f"Building stack {ref}..."):
         return build_stack(ref, ws, use_lock=not no_lock, models=overrides)
 

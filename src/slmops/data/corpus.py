@@ -79,6 +79,7 @@ class IngestReport:
     chunks: int = 0
     added: int = 0
     removed: int = 0
+    updated: int = 0  # same chunk, new fields (its source path or location moved)
     unchanged: int = 0
     embedded: int = 0
     duplicates: int = 0
@@ -397,6 +398,7 @@ class Corpora:
         to_remove = [cid for cid in old if cid not in new_ids or cid not in keep]
         report.unchanged = len(keep)
         report.added = len([c for c in to_add if c.chunk_id not in old])
+        report.updated = len(to_add) - report.added
         report.removed = len([cid for cid in old if cid not in new_ids])
         if not to_add and not to_remove and committed is not None:
             return report  # nothing changed: no new version

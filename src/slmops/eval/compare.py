@@ -53,6 +53,29 @@ class Comparison:
     deltas: list[MetricDelta]
     flips: list[Flip]
     latency: dict[str, tuple[float | None, float | None]]
+    changes: list[str]  # what differs between the runs' stacks: "prompt answer: x@1 -> x@2"
+
+
+_KINDS = {"corpora": "corpus", "prompts": "prompt", "models": "model"}
+
+
+def version_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The corpus, prompt and model versions (and lock state) that differ from run A's
+    record to run B's: what the comparison is a comparison of."""
+    changes = []
+    if a.get("stack") != b.get("stack"):
+        changes.append(f"stack version (manifest or code): {a.get('stack')} -> {b.get('stack')}")
+    for group, kind in _KINDS.items():
+        before, after = a.get(group, {}), b.get(group, {})
+        for alias in sorted(before.keys() | after.keys()):
+            old, new = before.get(alias, "(none)"), after.get(alias, "(none)")
+            if old != new:
+                changes.append(f"{kind} {alias}: {old} -> {new}")
+    if bool(a.get("locked")) != bool(b.get("locked")):
+        changes.append(
+            f"lock: {'on' if a.get('locked') else 'off'} -> " + ("on" if b.get("locked") else "off")
+        )
+    return changes
 
 
 def bootstrap_interval(
@@ -107,4 +130,7 @@ def compare_runs(workspace: Workspace, run_a: str, run_b: str) -> Comparison:
         for q in (50, 95)
     }
     flips.sort(key=lambda f: (f.b - f.a, f.case_id))  # regressions first
-    return Comparison(first, second, len(shared), deltas, flips, latency)
+    changes = version_changes(first["versions"], second["versions"])
+    if first["stack"] != second["stack"]:
+        changes.insert(0, f"stack: {first['stack']} -> {second['stack']}")
+    return Comparison(first, second, len(shared), deltas, flips, latency, changes)

@@ -25,7 +25,7 @@ from slmops.store.refs import select_version, split_ref
 from slmops.store.schema import eval_datasets
 from slmops.store.workspace import Workspace
 
-Source = Literal["file", "synth", "redteam", "feedback"]
+Source = Literal["file", "synth", "redteam", "feedback", "squad"]
 
 
 class DatasetError(SlmopsError):
@@ -41,7 +41,8 @@ class EvalCase(BaseModel):
     id: str = ""
     input: str | dict[str, Any]
     reference: str | None = None
-    reference_ids: list[str] = []
+    alternatives: list[str] = []  # other accepted answers (SQuAD lists several)
+    reference_ids: list[str] = []  # chunk ids, or document ids standing for their chunks
     context: str | None = None
     answerable: bool = True
     adversarial: bool = False

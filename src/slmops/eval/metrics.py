@@ -1,10 +1,12 @@
 """Evaluation metrics: each a small class scoring one case's result, or saying it does not
 apply (``None``), so a run's score is the mean over the cases it applies to.
 
-- retrieval, against reference chunk ids: hit rate@k, MRR, nDCG@k, context precision@k and
-  context recall@k;
-- answer, against a reference answer: exact match and token F1 (SQuAD's normalisation),
-  ROUGE-L (Google's rouge-score), embedding similarity;
+- retrieval, against reference ids (a chunk id, or a document id standing for any of its
+  chunks): hit rate@k, MRR, nDCG@k, context precision@k and context recall@k;
+- answer, against a reference answer and its accepted alternatives (the best match counts,
+  as in SQuAD): exact match and token F1 (SQuAD's normalisation), contains-answer (the
+  reference appears in the answer: the usual score for a generative reader), ROUGE-L
+  (Google's rouge-score), embedding similarity;
 - faithfulness: the share of the answer's sentences supported by the retrieved context, by
   embedding similarity or word overlap (offline; the judge stack is the LLM alternative);
 - refusal correctness (refused exactly when the case is unanswerable), and attack success
@@ -23,6 +25,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from slmops.core.words import content_words, stem, words
+
 
 @dataclass
 class CaseResult:
@@ -31,8 +35,10 @@ class CaseResult:
     question: str
     answer: str = ""
     reference: str | None = None
+    alternatives: list[str] = field(default_factory=list)  # other accepted answers
     reference_ids: list[str] = field(default_factory=list)
     retrieved_ids: list[str] = field(default_factory=list)
+    retrieved_docs: list[str] = field(default_factory=list)  # each retrieved chunk's document
     contexts: list[str] = field(default_factory=list)
     refused: bool = False
     refusal_reason: str | None = None
@@ -78,28 +84,43 @@ class _AtK(Metric):
         return f"{self.name}@{self.k}"
 
 
+def relevance(case: CaseResult) -> tuple[list[bool], list[str | None]]:
+    """For each retrieved position: whether it is relevant (its chunk or its document is a
+    reference), and the reference it finds first (None when that reference was already found
+    higher up), so a document retrieved as several chunks counts once in rank metrics."""
+    wanted = set(case.reference_ids)
+    relevant: list[bool] = []
+    first: list[str | None] = []
+    found: set[str] = set()
+    for position, chunk_id in enumerate(case.retrieved_ids):
+        doc_id = case.retrieved_docs[position] if position < len(case.retrieved_docs) else None
+        match = chunk_id if chunk_id in wanted else doc_id if doc_id in wanted else None
+        relevant.append(match is not None)
+        first.append(match if match is not None and match not in found else None)
+        if match is not None:
+            found.add(match)
+    return relevant, first
+
+
 class HitRate(_AtK):
     name = "hit_rate"
-    description = "1 if any reference chunk is among the top k retrieved, else 0."
+    description = "1 if any reference is among the top k retrieved, else 0."
 
     def score(self, case: CaseResult) -> float | None:
         if not case.reference_ids:
             return None
-        return float(bool(set(case.retrieved_ids[: self.k]) & set(case.reference_ids)))
+        return float(any(relevance(case)[0][: self.k]))
 
 
 class MRR(Metric):
     name = "mrr"
-    description = "1 / rank of the first reference chunk retrieved (0 if none)."
+    description = "1 / rank of the first reference retrieved (0 if none)."
 
     def score(self, case: CaseResult) -> float | None:
         if not case.reference_ids:
             return None
-        wanted = set(case.reference_ids)
-        for rank, chunk_id in enumerate(case.retrieved_ids, start=1):
-            if chunk_id in wanted:
-                return 1.0 / rank
-        return 0.0
+        relevant, _ = relevance(case)
+        return next((1.0 / rank for rank, ok in enumerate(relevant, start=1) if ok), 0.0)
 
 
 class NDCG(_AtK):
@@ -109,36 +130,37 @@ class NDCG(_AtK):
     def score(self, case: CaseResult) -> float | None:
         if not case.reference_ids:
             return None
-        wanted = set(case.reference_ids)
+        _, first = relevance(case)
         gain = sum(
             1.0 / math.log2(rank + 1)
-            for rank, chunk_id in enumerate(case.retrieved_ids[: self.k], start=1)
-            if chunk_id in wanted
+            for rank, found in enumerate(first[: self.k], start=1)
+            if found is not None
         )
-        ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(wanted), self.k) + 1))
+        wanted = len(set(case.reference_ids))
+        ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(wanted, self.k) + 1))
         return gain / ideal
 
 
 class ContextPrecision(_AtK):
     name = "context_precision"
-    description = "Share of the top k retrieved chunks that are reference chunks."
-
-    def score(self, case: CaseResult) -> float | None:
-        top = case.retrieved_ids[: self.k]
-        if not case.reference_ids or not top:
-            return None if not case.reference_ids else 0.0
-        return len([c for c in top if c in set(case.reference_ids)]) / len(top)
-
-
-class ContextRecall(_AtK):
-    name = "context_recall"
-    description = "Share of the reference chunks found in the top k retrieved."
+    description = "Share of the top k retrieved chunks that are (in) references."
 
     def score(self, case: CaseResult) -> float | None:
         if not case.reference_ids:
             return None
-        wanted = set(case.reference_ids)
-        return len(wanted & set(case.retrieved_ids[: self.k])) / len(wanted)
+        top = relevance(case)[0][: self.k]
+        return sum(top) / len(top) if top else 0.0
+
+
+class ContextRecall(_AtK):
+    name = "context_recall"
+    description = "Share of the references found in the top k retrieved."
+
+    def score(self, case: CaseResult) -> float | None:
+        if not case.reference_ids:
+            return None
+        found = {ref for ref in relevance(case)[1][: self.k] if ref is not None}
+        return len(found) / len(set(case.reference_ids))
 
 
 # --- answers -----------------------------------------------------------------------------
@@ -158,7 +180,7 @@ class _NeedsReference(Metric):
             return None
         if case.refused:
             return 0.0  # an answerable question went unanswered
-        return self.compare(case.answer, case.reference)
+        return max(self.compare(case.answer, r) for r in [case.reference, *case.alternatives])
 
     def compare(self, answer: str, reference: str) -> float:
         raise NotImplementedError
@@ -185,6 +207,18 @@ class TokenF1(_NeedsReference):
             return 0.0
         precision, recall = common / len(predicted), common / len(expected)
         return 2 * precision * recall / (precision + recall)
+
+
+class ContainsAnswer(_NeedsReference):
+    name = "contains_answer"
+    description = (
+        "1 if the normalised reference occurs, as whole words, in the normalised answer: "
+        "the usual score for a model that answers in sentences, not spans."
+    )
+
+    def compare(self, answer: str, reference: str) -> float:
+        expected = normalize_answer(reference)
+        return float(bool(expected) and f" {expected} " in f" {normalize_answer(answer)} ")
 
 
 class RougeL(_NeedsReference):
@@ -224,31 +258,20 @@ class EmbeddingSimilarity(_NeedsReference):
 # --- faithfulness ------------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS_TEXT = """
-a an the and or but of to in on at for with by from is are was were be been it this that these
-those as into its their there which who what when where how why do does did can will would
-should could may might not no yes you your we our they i he she them his her
-"""
-_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 
 def statements(answer: str) -> list[str]:
     """The answer's sentences that say something (at least one content word)."""
-    return [
-        s.strip()
-        for s in _SENTENCE_END.split(answer.strip())
-        if any(w not in _STOPWORDS for w in _WORD.findall(s.lower()))
-    ]
+    return [s.strip() for s in _SENTENCE_END.split(answer.strip()) if content_words(s)]
 
 
 def word_support(statement: str, context: str) -> float:
-    """Share of the statement's content words that appear in the context."""
-    words = [w for w in _WORD.findall(statement.lower()) if w not in _STOPWORDS]
-    if not words:
+    """Share of the statement's content words that appear in the context (as stems)."""
+    claimed = content_words(statement)
+    if not claimed:
         return 1.0
-    present = set(_WORD.findall(context.lower()))
-    return sum(w in present for w in words) / len(words)
+    present = {stem(w) for w in words(context)}
+    return sum(w in present for w in claimed) / len(claimed)
 
 
 class Faithfulness(Metric):

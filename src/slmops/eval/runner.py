@@ -30,6 +30,7 @@ from slmops.eval.metrics import (
     NDCG,
     AttackSuccess,
     CaseResult,
+    ContainsAnswer,
     ContextPrecision,
     ContextRecall,
     EmbeddingSimilarity,
@@ -66,6 +67,7 @@ def build_metrics(names: Sequence[str] | None, embedder_uri: str) -> list[Metric
         "context_recall": lambda: ContextRecall(5),
         "exact_match": ExactMatch,
         "token_f1": TokenF1,
+        "contains_answer": ContainsAnswer,
         "rouge_l": RougeL,
         "embedding_similarity": lambda: EmbeddingSimilarity(embed),
         "faithfulness": lambda: Faithfulness(embed),
@@ -98,7 +100,16 @@ class EvalRun:
 
     # --- the record ----------------------------------------------------------------------
 
-    def start(self, dataset_ref: str, concurrency: int, *, judge: str | None = None) -> str:
+    def start(
+        self,
+        dataset_ref: str,
+        concurrency: int,
+        *,
+        judge: str | None = None,
+        models: dict[str, str] | None = None,
+    ) -> str:
+        """Record a new run; ``models`` are the model overrides it was built with (kept so a
+        resumed run uses them again)."""
         version = Datasets(self.workspace).resolve(dataset_ref)
         run_id = uuid.uuid4().hex
         with self.workspace.engine.begin() as connection:
@@ -112,11 +123,13 @@ class EvalRun:
                     versions={
                         **self.stack.resolved.summary(),
                         "locked": self.stack.resolved.locked,
+                        "stack": self.stack.version,  # manifest and user code
                     },
                     config={
                         "metrics": [m.key for m in self.metrics],
                         "concurrency": concurrency,
                         "judge": judge,
+                        "models": models or {},
                     },
                     summary={},
                 )
@@ -223,6 +236,7 @@ class EvalRun:
         base = {
             "question": case.question(),
             "reference": case.reference,
+            "alternatives": list(case.alternatives),
             "reference_ids": list(case.reference_ids),
             "answerable": case.answerable,
             "adversarial": case.adversarial,
@@ -235,24 +249,26 @@ class EvalRun:
             message = f"{type(exc).__name__}: {exc}"
             return None, CaseResult(**base, error=message, latency_ms=_ms(started))
         answer, refused, reason = answer_of(run.output)
-        retrieved, contexts, prompt_tokens, completion_tokens = self._from_trace(run.trace_id)
+        retrieved, usage = self._from_trace(run.trace_id)
+        prompt_tokens, completion_tokens = usage
         return run.trace_id, CaseResult(
             **base,
             answer=answer,
             refused=refused,
             refusal_reason=reason,
-            retrieved_ids=retrieved,
-            contexts=contexts,
+            retrieved_ids=[row["chunk_id"] for row in retrieved],
+            retrieved_docs=[row["doc_id"] for row in retrieved],
+            contexts=[row["text"] for row in retrieved],
             latency_ms=run.duration_ms,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
 
-    def _from_trace(self, trace_id: str) -> tuple[list[str], list[str], int, int]:
-        """Retrieved chunk ids and their texts, and tokens used, from the case's trace."""
+    def _from_trace(self, trace_id: str) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+        """The retrieved chunks' rows (chunk id, document id, text) in rank order, and the
+        tokens used, from the case's trace."""
         _, spans = get_trace(self.workspace.engine, trace_id)
-        retrieved: list[str] = []
-        contexts: list[str] = []
+        retrieved: list[dict[str, Any]] = []
         corpora = corpora_for(self.workspace)
         for span in spans:
             attributes = span["attributes"]
@@ -262,9 +278,8 @@ class EvalRun:
             version = corpora.resolve(
                 f"{attributes['slmops.retrieval.corpus']}@{attributes['slmops.retrieval.version']}"
             )
-            retrieved += list(ids)
-            contexts += [row["text"] for row in corpora.vector_index(version).rows_for(list(ids))]
-        return retrieved, contexts, *token_usage(spans)
+            retrieved += corpora.vector_index(version).rows_for(list(ids))
+        return retrieved, token_usage(spans)
 
 
 def _ms(started: float) -> float:

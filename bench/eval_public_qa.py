@@ -1,0 +1,201 @@
+"""External check: the RAG quickstart's stack on public QA sets, offline.
+
+No QA data set is fetchable at run time here, but allennlp 0.9.0's wheel on PyPI carries
+test fixtures cut from three public sets: SQuAD v1.1 dev (5 questions on 2 Wikipedia
+paragraphs), TriviaQA's Wikipedia domain (questions with the Wikipedia articles that hold
+their answers) and DROP (questions needing counting or arithmetic over a passage). This
+script downloads that wheel once (pip, pinned by sha256), turns TriviaQA and DROP into
+SQuAD's format, imports all three with ``read_squad`` (what ``slmops eval import-squad``
+does) into one corpus, so every passage is a distractor for the other questions, and runs
+the ``rag`` template (the quickstart's stack: retrieve k=4 hybrid, SmolLM2-135M, cite
+check) over each set with ``EvalRun``.
+
+Besides the stack's own figures it prints the reader's answer before the cite check
+(``raw contains``), read from each case's trace, so the cost of refusing is visible.
+
+Run: python bench/eval_public_qa.py [--cache DIR] [--workspace DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from slmops.apps.build import build_stack
+from slmops.apps.templates import DEFAULT_MODEL, ensure_workspace_stack
+from slmops.core.runtime import Runtime
+from slmops.data.corpus import corpora_for
+from slmops.eval.datasets import Datasets
+from slmops.eval.metrics import CaseResult, ContainsAnswer
+from slmops.eval.runner import EvalRun, build_metrics, load_results
+from slmops.eval.squad import read_squad
+from slmops.store import Workspace
+from slmops.store.traces import get_trace
+
+WHEEL = "allennlp==0.9.0"
+WHEEL_FILE = "allennlp-0.9.0-py3-none-any.whl"
+WHEEL_SHA256 = "353752e7b78e48c450e27889d80a3000c4a9af34f70ff9091b3031ad01320940"
+FIXTURES = "allennlp/tests/fixtures/data/"
+METRICS = [
+    "hit_rate",
+    "mrr",
+    "exact_match",
+    "token_f1",
+    "contains_answer",
+    "faithfulness",
+    "refusal_correctness",
+]
+CORPUS = "public-qa"
+STACK = "public-qa-rag"
+
+
+def fetch_wheel(cache: Path) -> Path:
+    wheel = cache / WHEEL_FILE
+    if not wheel.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        subprocess.run([*pip, "-q", "-d", str(cache), WHEEL], check=True)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        raise SystemExit(f"{wheel}: sha256 {digest} is not the pinned {WHEEL_SHA256}")
+    return wheel
+
+
+def squad_json(articles: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"version": "1.1", "data": articles}
+
+
+def triviaqa_as_squad(wheel: zipfile.ZipFile, work: Path) -> dict[str, Any]:
+    """Each TriviaQA (Wikipedia) question under the first of its evidence articles that
+    contains the answer; the aliases are accepted alternatives."""
+    import tarfile
+
+    archive = work / "triviaqa-sample.tgz"
+    archive.write_bytes(wheel.read(FIXTURES + "triviaqa-sample.tgz"))
+    folder = work / "triviaqa"
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    questions: dict[str, dict[str, Any]] = {}
+    for split in ("wikipedia-train.json", "wikipedia-dev.json"):
+        for item in json.loads((folder / "qa" / split).read_text())["Data"]:
+            questions.setdefault(item["QuestionId"], item)
+    by_page: dict[str, dict[str, Any]] = {}
+    for qid, item in questions.items():
+        answers = [item["Answer"]["Value"], *item["Answer"].get("Aliases", [])]
+        for page in item["EntityPages"]:
+            text = (folder / "evidence" / "wikipedia" / page["Filename"]).read_text()
+            if any(a.lower() in text.lower() for a in answers):
+                entry = by_page.setdefault(page["Filename"], {"context": text, "qas": []})
+                unique = [{"text": a} for a in dict.fromkeys(answers)]
+                entry["qas"].append({"id": qid, "question": item["Question"], "answers": unique})
+                break
+    return squad_json(
+        [{"title": name.removesuffix(".txt"), "paragraphs": [p]} for name, p in by_page.items()]
+    )
+
+
+def drop_answer(answer: dict[str, Any]) -> str:
+    if answer.get("number"):
+        return str(answer["number"])
+    if answer.get("spans"):
+        return " ".join(answer["spans"])
+    date = answer.get("date") or {}
+    return " ".join(date.get(k, "") for k in ("day", "month", "year") if date.get(k))
+
+
+def drop_as_squad(wheel: zipfile.ZipFile) -> dict[str, Any]:
+    passages = json.loads(wheel.read(FIXTURES + "drop.json"))
+    articles = []
+    for key, passage in passages.items():
+        qas = [
+            {"id": qa["query_id"], "question": qa["question"], "answers": [{"text": text}]}
+            for qa in passage["qa_pairs"]
+            if (text := drop_answer(qa["answer"]))
+        ]
+        articles.append({"title": key, "paragraphs": [{"context": passage["passage"], "qas": qas}]})
+    return squad_json(articles)
+
+
+def raw_contains(ws: Workspace, rows: list[dict[str, Any]]) -> float | None:
+    """Contains-answer of the model's reply before the cite check, from each trace."""
+    metric = ContainsAnswer()
+    scores = []
+    for row in rows:
+        result = CaseResult(**row["result"])
+        if row["trace_id"] is None or result.reference is None:
+            continue
+        _, spans = get_trace(ws.engine, row["trace_id"])
+        replies = [
+            s["attributes"].get("slmops.llm.response", "") for s in spans if s["kind"] == "llm"
+        ]
+        result.answer, result.refused = (replies[-1] if replies else ""), False
+        scores.append(metric.score(result))
+    valid = [s for s in scores if s is not None]
+    return sum(valid) / len(valid) if valid else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "slmops-data")
+    parser.add_argument("--workspace", type=Path, help="Keep the workspace here (else a temp dir).")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        with zipfile.ZipFile(fetch_wheel(args.cache)) as wheel:
+            sources = {
+                "squad": json.loads(wheel.read(FIXTURES + "squad.json")),
+                "triviaqa": triviaqa_as_squad(wheel, work),
+                "drop": drop_as_squad(wheel),
+            }
+        ws = Workspace.open(args.workspace or work / "ws")
+        folder = ws.home / "imports" / CORPUS  # a fixed place: a re-run changes no version
+        folder.mkdir(parents=True, exist_ok=True)
+        sets = {}
+        for name, data in sources.items():
+            (work / f"{name}.json").write_text(json.dumps(data))
+            sets[name] = read_squad(work / f"{name}.json", documents_file=f"{name}.jsonl")
+            sets[name].write_documents(folder / f"{name}.jsonl")
+            Datasets(ws).add(f"{name}-sample", sets[name].cases, source="squad")
+        report = corpora_for(ws).ingest(CORPUS, [folder / f"{n}.jsonl" for n in sets])
+        print(
+            f"corpus {CORPUS}: {report.documents} passages, {report.chunks} chunks; "
+            + ", ".join(f"{n} {len(s.cases)} questions" for n, s in sets.items())
+        )
+        ensure_workspace_stack(STACK, "rag", ws, corpus=CORPUS, model=DEFAULT_MODEL)
+        stack = build_stack(STACK, ws)
+        runtime = Runtime.from_workspace(ws)
+        header = ["set", "cases", "hit@4", "MRR", "EM", "F1", "contains", "raw contains"]
+        header += ["faithful", "refused", "p50 ms"]
+        print("".join(f"{h:>13}" for h in header))
+        for name in sets:
+            runner = EvalRun(ws, stack, build_metrics(METRICS, ws.settings.embedder))
+            run_id = runner.start(f"{name}-sample", 1)
+            _, cases = Datasets(ws).cases(f"{name}-sample")
+            summary = asyncio.run(runner.execute(run_id, cases, runtime, concurrency=1))
+            rows = load_results(ws, run_id)
+            refused = sum(CaseResult(**r["result"]).refused for r in rows) / len(rows)
+            means = {k.split("@")[0]: m["mean"] for k, m in summary["metrics"].items()}
+
+            def cell(value: float | None) -> str:
+                return "n/a" if value is None else f"{value:.2f}"
+
+            values = [name, str(len(rows))]
+            values += [cell(means[k]) for k in ("hit_rate", "mrr", "exact_match", "token_f1")]
+            values += [cell(means["contains_answer"]), cell(raw_contains(ws, rows))]
+            values += [cell(means["faithfulness"]), cell(refused)]
+            values += [f"{summary['p50_latency_ms']:.0f}"]
+            print("".join(f"{v:>13}" for v in values) + f"   run {run_id[:12]}")
+        ws.close()
+
+
+if __name__ == "__main__":
+    main()
