@@ -122,8 +122,20 @@ def test_chat_streaming_through_the_openai_client(served: dict[str, Any]) -> Non
 
 def test_completions_and_embeddings(served: dict[str, Any]) -> None:
     api = client(served)
-    done = api.completions.create(model=MODEL, prompt="The sky is", max_tokens=8, temperature=0)
+    raw_done = api.completions.with_raw_response.create(
+        model=MODEL, prompt="The sky is", max_tokens=8, temperature=0
+    )
+    done = raw_done.parse()
     assert done.choices[0].text and done.usage.completion_tokens > 0
+    # traced like a chat call: one llm span with the raw prompt, the reply and its usage
+    _, (span,) = get_trace(served["workspace"].engine, raw_done.headers["x-slmops-trace-id"])
+    attributes = span["attributes"]
+    assert (span["kind"], attributes["gen_ai.operation.name"]) == ("llm", "text_completion")
+    assert attributes["slmops.request_id"] == raw_done.headers["x-request-id"]
+    assert attributes["gen_ai.prompt"] == "The sky is"
+    assert attributes["slmops.llm.response"] == done.choices[0].text
+    assert attributes["gen_ai.usage.output_tokens"] == done.usage.completion_tokens
+    assert attributes["slmops.state"] == "complete"
     streamed = "".join(
         e.choices[0].text
         for e in api.completions.create(

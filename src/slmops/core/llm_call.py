@@ -25,6 +25,7 @@ from slmops.errors import (
     StepOutputError,
 )
 from slmops.models.base import (
+    ChatChunk,
     ChatMessage,
     ChatModel,
     ChatResult,
@@ -170,12 +171,17 @@ class LLMCall(Step[Any, Any]):
     # --- streaming -----------------------------------------------------------------------
 
     async def astream(
-        self, value: Any, *, on_finish: Callable[[ChatResult, str], None] | None = None
+        self,
+        value: Any,
+        *,
+        on_start: Callable[[str], None] | None = None,
+        on_finish: Callable[[ChatResult, str], None] | None = None,
     ) -> AsyncIterator[str]:
         """Yield the reply text as the model produces it, traced like a run: one span with
         lifecycle states, the rendered prompt, token usage and time to first token.
-        ``on_finish(result, trace_id)`` receives the finished generation. Closing the
-        iterator early stops the generation and marks the span cancelled."""
+        ``on_start(trace_id)`` is called as the span opens (so a generation that is cut short
+        can still be found), ``on_finish(result, trace_id)`` with the finished generation.
+        Closing the iterator early stops the generation and marks the span cancelled."""
         if self.structured:
             raise StepDefinitionError(
                 f"streaming yields text; this step's output type is {type_name(self.output_type)}",
@@ -190,17 +196,19 @@ class LLMCall(Step[Any, Any]):
             root=not parent_path,
             attributes=self._run_attributes(path, {"slmops.stream": True}),
         )
+        if on_start is not None:
+            on_start(trace_id_of(span))
         try:
             span.add_event("state", {"state": StepState.INIT.value})
             validated = self._validate_input(value, path)
             span.set_attribute("slmops.input", self._dump(self._input_adapter, validated))
             span.add_event("state", {"state": StepState.INPUT_VALIDATED.value})
-            messages = self.render(validated)
-            span.set_attribute("gen_ai.prompt", to_attribute([m.model_dump() for m in messages]))
+            prompt = self._prompt(validated)
+            span.set_attribute("gen_ai.prompt", self._prompt_attribute(prompt))
             model = self._model or await run_blocking(load_chat_model, self.model_uri)
             span.add_event("state", {"state": StepState.RUNNING.value})
             collected = StreamAccumulator(model=self.model_uri)
-            async for chunk in iterate_blocking(model.stream(messages, self.params)):
+            async for chunk in iterate_blocking(self._chunks(model, prompt)):
                 collected.add(chunk)
                 if chunk.text:
                     yield chunk.text
@@ -221,6 +229,17 @@ class LLMCall(Step[Any, Any]):
             raise replacement from exc
         finally:
             span.end()
+
+    # What a stream sends: chat messages here; a raw-text completion overrides these three.
+
+    def _prompt(self, value: Any) -> Any:
+        return self.render(value)
+
+    def _prompt_attribute(self, prompt: Any) -> str:
+        return to_attribute([m.model_dump() for m in prompt])
+
+    def _chunks(self, model: ChatModel, prompt: Any) -> Iterator[ChatChunk]:
+        return model.stream(prompt, self.params)
 
     def stream(
         self, value: Any, *, on_finish: Callable[[ChatResult, str], None] | None = None

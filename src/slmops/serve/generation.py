@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from opentelemetry.trace import StatusCode
+from typing import Any, cast
 
 from slmops.apps.citations import SourcedAnswer
 from slmops.apps.stack import Stack, to_plain
 from slmops.core.llm_call import LLMCall
 from slmops.core.runtime import get_runtime
-from slmops.core.step import StepState
-from slmops.core.threads import iterate_blocking, run_blocking
-from slmops.core.tracing import to_attribute, trace_id_of
-from slmops.models.base import ChatMessage, ChatModel, ChatResult, GenerationParams
+from slmops.core.tracing import to_attribute
+from slmops.models.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatModel,
+    ChatResult,
+    GenerationParams,
+)
 from slmops.store.traces import get_trace, token_usage
 
 
@@ -60,7 +62,7 @@ class Generation:
     extension: dict[str, Any] = field(default_factory=dict)
 
 
-async def stream_chat(
+def stream_chat(
     model: ChatModel,
     messages: list[ChatMessage],
     params: GenerationParams,
@@ -68,7 +70,45 @@ async def stream_chat(
     report: Generation,
 ) -> AsyncIterator[str]:
     """Yield the reply's text; ``report`` holds usage, finish reason and trace id at the end."""
-    call = ChatCall(model, params, request_id)
+    return _reported(ChatCall(model, params, request_id), messages, report)
+
+
+class CompletionCall(LLMCall):
+    """An LLMCall over a raw prompt (no chat template): ``/v1/completions``."""
+
+    def __init__(self, model: ChatModel, params: GenerationParams, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__("completions", prompt="", input_type=str, model=model, params=params)
+
+    def _prompt(self, value: Any) -> str:
+        return str(value)
+
+    def _prompt_attribute(self, prompt: Any) -> str:
+        return to_attribute(prompt)
+
+    def _chunks(self, model: ChatModel, prompt: Any) -> Iterator[ChatChunk]:
+        stream_prompt = getattr(model, "stream_prompt", None)
+        if stream_prompt is not None:
+            return cast(Iterator[ChatChunk], stream_prompt(prompt, self.params))
+        return _whole(model, prompt, self.params)
+
+    def span_attributes(self) -> dict[str, Any]:
+        return {
+            **super().span_attributes(),
+            "gen_ai.operation.name": "text_completion",
+            "slmops.request_id": self.request_id,
+        }
+
+
+def _whole(model: ChatModel, prompt: str, params: GenerationParams) -> Iterator[ChatChunk]:
+    """A backend without raw streaming answers in one piece."""
+    result = model.complete(prompt, params)
+    yield ChatChunk(text=result.text, finish_reason=result.finish_reason, usage=result.usage)
+
+
+async def _reported(call: LLMCall, value: Any, report: Generation) -> AsyncIterator[str]:
+    """Stream ``call`` on ``value``; ``report`` holds usage, finish reason, time to first token
+    and trace id at the end."""
     started = time.perf_counter()
 
     def finished(result: ChatResult, trace_id: str) -> None:
@@ -77,14 +117,17 @@ async def stream_chat(
         report.completion_tokens = result.usage.completion_tokens
         report.trace_id = trace_id
 
-    async for piece in call.astream(messages, on_finish=finished):
+    def opened(trace_id: str) -> None:
+        report.trace_id = trace_id
+
+    async for piece in call.astream(value, on_start=opened, on_finish=finished):
         if report.time_to_first_token_s is None:
             report.time_to_first_token_s = time.perf_counter() - started
         report.text += piece
         yield piece
 
 
-async def stream_completion(
+def stream_completion(
     model: ChatModel,
     prompt: str,
     params: GenerationParams,
@@ -92,62 +135,7 @@ async def stream_completion(
     report: Generation,
 ) -> AsyncIterator[str]:
     """A raw-text completion, traced as an ``llm`` span like a chat call."""
-    runtime = get_runtime()
-    span = runtime.tracer.start_span(
-        "completions",
-        root=True,
-        attributes={
-            "slmops.step.kind": "llm",
-            "slmops.step.path": "completions",
-            "slmops.request_id": request_id,
-            "gen_ai.operation.name": "text_completion",
-            "gen_ai.request.model": model.uri,
-            "gen_ai.request.max_tokens": params.max_tokens,
-            "gen_ai.request.temperature": params.temperature,
-            "gen_ai.prompt": to_attribute(prompt),
-        },
-    )
-    report.trace_id = trace_id_of(span)
-    started = time.perf_counter()
-    span.add_event("state", {"state": StepState.RUNNING.value})
-    try:
-        stream_prompt = getattr(model, "stream_prompt", None)
-        if stream_prompt is not None:
-            async for chunk in iterate_blocking(stream_prompt(prompt, params)):
-                if chunk.text:
-                    if report.time_to_first_token_s is None:
-                        report.time_to_first_token_s = time.perf_counter() - started
-                    report.text += chunk.text
-                    yield chunk.text
-                if chunk.usage is not None:
-                    report.prompt_tokens = chunk.usage.prompt_tokens
-                    report.completion_tokens = chunk.usage.completion_tokens
-                if chunk.finish_reason:
-                    report.finish_reason = chunk.finish_reason
-        else:  # backends without raw streaming answer in one piece
-            result = await run_blocking(model.complete, prompt, params)
-            report.time_to_first_token_s = time.perf_counter() - started
-            report.text, report.finish_reason = result.text, result.finish_reason
-            report.prompt_tokens = result.usage.prompt_tokens
-            report.completion_tokens = result.usage.completion_tokens
-            yield result.text
-        span.set_attribute("gen_ai.usage.input_tokens", report.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", report.completion_tokens)
-        span.set_attribute("slmops.llm.response", to_attribute(report.text))
-        if report.time_to_first_token_s is not None:
-            span.set_attribute(
-                "slmops.llm.time_to_first_token_ms", report.time_to_first_token_s * 1000
-            )
-        span.add_event("state", {"state": StepState.COMPLETE.value})
-        span.set_attribute("slmops.state", StepState.COMPLETE.value)
-    except BaseException as exc:
-        state = "cancelled" if isinstance(exc, GeneratorExit) else StepState.FAILED.value
-        span.add_event("state", {"state": state})
-        span.set_attribute("slmops.state", state)
-        span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        span.end()
+    return _reported(CompletionCall(model, params, request_id), prompt, report)
 
 
 def stack_input(messages: list[ChatMessage]) -> Any:
