@@ -143,6 +143,45 @@ def test_route_labels_must_match_the_classifier() -> None:
     assert "routes ['a', 'c'] must match the labels of step 'answer' ['a', 'b']" in problem(text)
 
 
+CLASSIFY = """
+[[steps]]
+name = "pick"
+kind = "classify"
+input = "input.question"
+[steps.labels.docs]
+corpus = "docs"
+[steps.labels.chat]
+examples = ["Hello!"]
+"""
+
+
+def test_classify_labels_need_evidence_and_declared_corpora() -> None:
+    assert parse_manifest(VALID + CLASSIFY, Path("qa/slmops.toml")).step("pick").kind == "classify"
+    empty = CLASSIFY.replace('examples = ["Hello!"]', 'description = " "')
+    message = problem(VALID + empty)
+    assert "'steps[3] (pick).labels.chat': a label needs a description, examples or a corpus" in (
+        message
+    )
+    message = problem(VALID + CLASSIFY.replace('corpus = "docs"', 'corpus = "wiki"'))
+    assert "steps[3] (pick): label 'docs': corpus 'wiki' is not declared in [corpora]" in message
+    one_label = CLASSIFY.replace('[steps.labels.chat]\nexamples = ["Hello!"]\n', "")
+    assert "'steps[3] (pick).labels': Dictionary should have at least 2 items" in problem(
+        VALID + one_label
+    )
+
+
+def test_route_labels_must_match_a_similarity_classifier() -> None:
+    text = (
+        VALID.replace('name = "qa"\n', 'name = "qa"\ndepends_on = ["x"]\n', 1)
+        + CLASSIFY
+        + (
+            '\n[[steps]]\nname = "go"\nkind = "route"\nby = "pick.label"\n'
+            '[steps.routes]\ndocs = "x"\n'
+        )
+    )
+    assert "routes ['docs'] must match the labels of step 'pick' ['chat', 'docs']" in problem(text)
+
+
 def test_bad_stack_name() -> None:
     assert "stack.name: stack name 'Q A'" in problem(VALID.replace('name = "qa"', 'name = "Q A"'))
 

@@ -4,6 +4,7 @@ and streaming."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,33 @@ def test_redteam_writes_attacks_in_every_category(workspace: Workspace, stacks_d
     assert all(isinstance(a, Attack) and a.input.strip() for a in attacks)
 
 
-def test_router_sends_the_request_to_one_stack_as_a_nested_span(
-    workspace: Workspace, stacks_dir: Path, handbook: Corpora, spans_of: Any
+@pytest.mark.parametrize(
+    ("request_text", "branch"),
+    [
+        ("How do I ingest documents into a corpus?", "docs"),
+        ("Which embedding model does slmops ship?", "docs"),
+        ("Hello there, how are you doing?", "chat"),
+        ("Tell me a joke about penguins.", "chat"),
+        ("What is the capital of Italy?", "chat"),
+    ],
+)
+def test_router_sends_the_request_to_the_right_stack_as_a_nested_span(
+    workspace: Workspace,
+    stacks_dir: Path,
+    handbook: Corpora,
+    spans_of: Any,
+    request_text: str,
+    branch: str,
 ) -> None:
     init_stack("front", "router", workspace, directory=stacks_dir)
     assert (stacks_dir / "front-docs" / "slmops.toml").is_file()
     stack = build_stack("front", workspace)
-    result = stack.invoke("How do I ingest documents into a corpus?")
+    result = stack.invoke(request_text)
     spans = spans_of(result.trace_id)
-    branch = spans["dispatch"]["attributes"]["slmops.decision.branch"]
+    # the similarity classifier: the docs label scores the closest handbook passage
+    scores = json.loads(spans["classify"]["attributes"]["slmops.classify.scores"])
+    assert set(scores) == {"docs", "chat"} and max(scores, key=scores.__getitem__) == branch
+    assert spans["dispatch"]["attributes"]["slmops.decision.branch"] == branch
     target = spans[f"front-{branch}"]
     assert target["kind"] == "stack" and target["parent_id"] == spans["dispatch"]["span_id"]
     assert isinstance(result.output, SourcedAnswer if branch == "docs" else str)

@@ -18,10 +18,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, create_model
 
 from slmops.apps.citations import Cite
+from slmops.apps.classify import EmbeddingClassifier, LabelEvidence
 from slmops.apps.discovery import find_stack, stack_roots
 from slmops.apps.lock import Resolved, resolve
 from slmops.apps.manifest import (
     CiteStep,
+    ClassifyStep,
     FieldSpec,
     FunctionStep,
     LLMStep,
@@ -191,6 +193,20 @@ class _Builder:
                 **options,
             )
             source = {"question": spec.question, "answer": spec.answer, "retrieval": spec.retrieval}
+        elif isinstance(spec, ClassifyStep):
+            step = EmbeddingClassifier(
+                spec.name,
+                labels={
+                    label: LabelEvidence(
+                        evidence.description,
+                        tuple(evidence.examples),
+                        evidence.corpus and resolved.corpus_ref(evidence.corpus),
+                    )
+                    for label, evidence in spec.labels.items()
+                },
+                output_name=_class_name(spec.name, "Label"),
+                **options,
+            )
         elif isinstance(spec, SampleStep):
             step = Sample(
                 spec.name,

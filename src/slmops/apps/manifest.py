@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slmops.errors import ConfigError
 from slmops.store.names import name_problem
@@ -138,6 +138,27 @@ class CiteStep(StepBase):
     refusal: str = "I cannot answer that from the documents I have."
 
 
+class LabelSpec(_Strict):
+    """A classify label's evidence: what it means, examples of it, and/or a corpus alias
+    whose passages all count as examples."""
+
+    description: str = ""
+    examples: list[str] = []
+    corpus: str | None = None
+
+    @model_validator(mode="after")
+    def _some_evidence(self) -> LabelSpec:
+        texts = [self.description, *self.examples]
+        if self.corpus is None and not any(t.strip() for t in texts):
+            raise ValueError("a label needs a description, examples or a corpus")
+        return self
+
+
+class ClassifyStep(StepBase):
+    kind: Literal["classify"]
+    labels: dict[str, LabelSpec] = Field(min_length=2)
+
+
 class SampleStep(StepBase):
     kind: Literal["sample"]
     corpus: str
@@ -147,10 +168,17 @@ class SampleStep(StepBase):
 
 
 StepSpec = Annotated[
-    RetrieveStep | LLMStep | FunctionStep | StackStep | RouteStep | CiteStep | SampleStep,
+    RetrieveStep
+    | LLMStep
+    | FunctionStep
+    | StackStep
+    | RouteStep
+    | CiteStep
+    | SampleStep
+    | ClassifyStep,
     Field(discriminator="kind"),
 ]
-STEP_KINDS = ("retrieve", "llm", "function", "stack", "route", "cite", "sample")
+STEP_KINDS = ("retrieve", "llm", "function", "stack", "route", "cite", "sample", "classify")
 
 
 class StackSection(_Strict):
@@ -365,6 +393,13 @@ def _step_problem(manifest: Manifest, step: StepSpec) -> str | None:
             return "give 'labels' or 'fields', not both"
         if step.labels is not None and len(set(step.labels)) < 1:
             return "'labels' must not be empty"
+    if isinstance(step, ClassifyStep):
+        for label, spec in step.labels.items():
+            if spec.corpus is not None and spec.corpus not in manifest.corpora:
+                return (
+                    f"label '{label}': corpus '{spec.corpus}' is not declared in [corpora] "
+                    f"({_known(manifest.corpora)})"
+                )
     if isinstance(step, StackStep) and step.stack not in depends_on:
         return f"stack '{step.stack}' must be listed in stack.depends_on"
     if isinstance(step, RouteStep):
@@ -372,10 +407,11 @@ def _step_problem(manifest: Manifest, step: StepSpec) -> str | None:
             if target not in depends_on:
                 return f"route '{label}' -> stack '{target}' must be listed in stack.depends_on"
         by = next((s for s in manifest.steps if s.name == _path_root(step.by)), None)
-        if isinstance(by, LLMStep) and by.labels is not None and set(by.labels) != set(step.routes):
+        labels = by.labels if isinstance(by, LLMStep | ClassifyStep) else None
+        if labels is not None and set(labels) != set(step.routes):
             return (
                 f"routes {sorted(step.routes)} must match the labels of step '{by.name}' "
-                f"{sorted(by.labels)}"
+                f"{sorted(labels)}"
             )
     return None
 
