@@ -269,6 +269,43 @@ def test_streaming_yields_the_answer_then_the_cited_output(
     assert spans["cite"]["parent_id"] == spans["app"]["span_id"]
 
 
+@pytest.mark.parametrize(
+    ("request_text", "branch"),
+    [("How do I version a prompt?", "docs"), ("Tell me a joke about penguins.", "chat")],
+)
+def test_a_router_streams_the_stack_it_chose(
+    workspace: Workspace,
+    stacks_dir: Path,
+    handbook: Corpora,
+    spans_of: Any,
+    request_text: str,
+    branch: str,
+) -> None:
+    init_stack("front", "router", workspace, directory=stacks_dir)
+    stack = build_stack("front", workspace)
+    finished: list[tuple[Any, str]] = []
+
+    async def consume() -> list[str]:
+        on_finish = lambda o, t: finished.append((o, t))  # noqa: E731
+        return [piece async for piece in stack.astream(request_text, on_finish=on_finish)]
+
+    pieces = asyncio.run(consume())
+    output, trace_id = finished[0]
+    assert len(pieces) > 3  # token by token, through the route and the nested stack
+    draft = "".join(pieces).strip()
+    if branch == "docs":
+        assert isinstance(output, SourcedAnswer)
+        assert output.refused or output.answer == draft
+    else:
+        assert output == "".join(pieces)
+    spans = spans_of(trace_id)
+    assert spans["dispatch"]["attributes"]["slmops.decision.branch"] == branch
+    assert spans["dispatch"]["attributes"]["slmops.stream"] is True
+    assert spans[f"front-{branch}"]["parent_id"] == spans["dispatch"]["span_id"]
+    model_span = spans["answer" if branch == "docs" else "reply"]
+    assert model_span["attributes"]["slmops.llm.time_to_first_token_ms"] > 0
+
+
 def test_plain_text_for_a_structured_input_is_refused(
     workspace: Workspace, stacks_dir: Path
 ) -> None:

@@ -28,7 +28,6 @@ from slmops.errors import RoutingError, StepInputError
 
 if TYPE_CHECKING:
     from slmops.core.graph import GraphBuilder
-    from slmops.models.base import ChatResult
 
 
 def to_plain(value: Any) -> Any:
@@ -175,9 +174,10 @@ class Stack(Step[Any, Any]):
         return state[self.output_node]
 
     def streaming_node(self) -> Node | None:
-        """The node whose text streams to the caller: the last plain-text LLM call."""
+        """The node whose text streams to the caller: the last plain-text LLM call, or the
+        last nested stack or route that itself streams (so a router streams its target)."""
         for node in reversed(self.nodes):
-            if isinstance(node.step, LLMCall) and not node.step.structured and not node.for_each:
+            if not node.for_each and can_stream(node.step):
                 return node
         return None
 
@@ -196,20 +196,37 @@ class Stack(Step[Any, Any]):
             state = self._initial_state(validated)
             for node in self.nodes:
                 if node is streamer:
-                    assert isinstance(node.step, LLMCall)
-                    finished: list[ChatResult] = []
-                    async for piece in node.step.astream(
-                        node.value(state),
-                        on_finish=lambda result, _, into=finished: into.append(result),
-                    ):
+                    finished: list[Any] = []
+                    async for piece in _astream(node.step, node.value(state), finished):
                         yield piece
-                    state[node.name] = finished[0].text
+                    state[node.name] = finished[0]
                 else:
                     state[node.name] = await node.step._invoke(node.value(state))
             output = self._validate_output(state[self.output_node], path)
             self._finish(span, output, self._dump(self._output_adapter, output))
             if on_finish is not None:
                 on_finish(output, trace_id_of(span))
+
+
+def can_stream(step: Step[Any, Any]) -> bool:
+    """Whether the step yields text as it is generated: a plain-text LLM call, a stack with
+    such a node, or a route to at least one such stack."""
+    if isinstance(step, LLMCall):
+        return not step.structured
+    if isinstance(step, Stack):
+        return step.streaming_node() is not None
+    if isinstance(step, Route):
+        return any(can_stream(target) for target in step.routes.values())
+    return False
+
+
+def _astream(step: Step[Any, Any], value: Any, output: list[Any]) -> AsyncIterator[str]:
+    """Stream a streaming node; its output (the text, or the stack's output) lands in
+    ``output``."""
+    if isinstance(step, LLMCall):
+        return step.astream(value, on_finish=lambda result, _: output.append(result.text))
+    assert isinstance(step, Stack | Route)
+    return step.astream(value, on_finish=lambda result, _: output.append(result))
 
 
 class Route(Step[Any, Any]):
@@ -230,14 +247,35 @@ class Route(Step[Any, Any]):
     def children(self) -> Sequence[Step[Any, Any]]:
         return tuple(self.routes.values())
 
-    async def _execute(self, value: dict[str, Any]) -> Any:
-        label = value["route"]
+    def _target(self, label: Any) -> Stack:
+        """The stack for ``label``, recorded on the current span."""
         if label not in self.routes:
             raise RoutingError(f"label {label!r} has no route; routes: {sorted(self.routes)}")
         span = otel_trace.get_current_span()
         span.set_attribute("slmops.decision.branch", str(label))
         span.add_event("route", {"branch": str(label)})
-        return await self.routes[label]._invoke(value["value"])
+        return self.routes[label]
+
+    async def _execute(self, value: dict[str, Any]) -> Any:
+        return await self._target(value["route"])._invoke(value["value"])
+
+    async def astream(
+        self, value: dict[str, Any], *, on_finish: Callable[[Any, str], None] | None = None
+    ) -> AsyncIterator[str]:
+        """Stream the chosen stack (a stack that cannot stream yields nothing and just
+        finishes); ``on_finish(output, trace_id)`` receives its output."""
+        with self._traced(attributes={"slmops.stream": True}) as (path, span, _runtime):
+            validated = self._validate_input(value, path)
+            span.set_attribute("slmops.input", self._dump(self._input_adapter, validated))
+            span.add_event("state", {"state": StepState.RUNNING.value})
+            target = self._target(validated["route"])
+            finished: list[Any] = []
+            async for piece in _astream(target, validated["value"], finished):
+                yield piece
+            output = self._validate_output(finished[0], path)
+            self._finish(span, output, self._dump(self._output_adapter, output))
+            if on_finish is not None:
+                on_finish(output, trace_id_of(span))
 
     def draw(self, builder: GraphBuilder) -> tuple[list[str], list[str]]:
         return builder.branches(f"{self.name}\nby: {self.by}", self.routes)

@@ -220,7 +220,7 @@ async def _stream_turn(stack: Stack, value: dict[str, Any]) -> tuple[Any, str]:
         streamed = True
         console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
     output, trace_id = finished[0]
-    if not streamed:  # no streaming node (e.g. a router): show the whole output
+    if not streamed:  # nothing streamed (e.g. a classify stack): show the whole output
         shown = output.answer if isinstance(output, SourcedAnswer) else output
         console.print(
             shown if isinstance(shown, str) else json.dumps(to_plain(shown)), markup=False
