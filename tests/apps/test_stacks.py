@@ -137,7 +137,7 @@ def test_redteam_writes_attacks_in_every_category(workspace: Workspace, stacks_d
         ("What is the capital of Italy?", "chat"),
     ],
 )
-def test_router_sends_the_request_to_the_right_stack_as_a_nested_span(
+def test_router_streams_the_request_to_the_right_stack_as_a_nested_span(
     workspace: Workspace,
     stacks_dir: Path,
     handbook: Corpora,
@@ -148,15 +148,30 @@ def test_router_sends_the_request_to_the_right_stack_as_a_nested_span(
     init_stack("front", "router", workspace, directory=stacks_dir)
     assert (stacks_dir / "front-docs" / "slmops.toml").is_file()
     stack = build_stack("front", workspace)
-    result = stack.invoke(request_text)
-    spans = spans_of(result.trace_id)
+    finished: list[tuple[Any, str]] = []
+
+    async def consume() -> list[str]:
+        on_finish = lambda o, t: finished.append((o, t))  # noqa: E731
+        return [piece async for piece in stack.astream(request_text, on_finish=on_finish)]
+
+    pieces = asyncio.run(consume())
+    output, trace_id = finished[0]
+    spans = spans_of(trace_id)
     # the similarity classifier: the docs label scores the closest handbook passage
     scores = json.loads(spans["classify"]["attributes"]["slmops.classify.scores"])
     assert set(scores) == {"docs", "chat"} and max(scores, key=scores.__getitem__) == branch
     assert spans["dispatch"]["attributes"]["slmops.decision.branch"] == branch
     target = spans[f"front-{branch}"]
     assert target["kind"] == "stack" and target["parent_id"] == spans["dispatch"]["span_id"]
-    assert isinstance(result.output, SourcedAnswer if branch == "docs" else str)
+    # streamed token by token through the route and the chosen stack
+    assert len(pieces) > 3 and spans["dispatch"]["attributes"]["slmops.stream"] is True
+    model_span = spans["answer" if branch == "docs" else "reply"]
+    assert model_span["attributes"]["slmops.llm.time_to_first_token_ms"] > 0
+    if branch == "docs":
+        assert isinstance(output, SourcedAnswer)
+        assert output.refused or output.answer == "".join(pieces).strip()
+    else:
+        assert output == "".join(pieces)
 
 
 def test_a_stack_inside_a_stack_runs_user_python(
@@ -267,43 +282,6 @@ def test_streaming_yields_the_answer_then_the_cited_output(
     assert spans["answer"]["parent_id"] == spans["app"]["span_id"]
     assert spans["answer"]["attributes"]["slmops.llm.time_to_first_token_ms"] > 0
     assert spans["cite"]["parent_id"] == spans["app"]["span_id"]
-
-
-@pytest.mark.parametrize(
-    ("request_text", "branch"),
-    [("How do I version a prompt?", "docs"), ("Tell me a joke about penguins.", "chat")],
-)
-def test_a_router_streams_the_stack_it_chose(
-    workspace: Workspace,
-    stacks_dir: Path,
-    handbook: Corpora,
-    spans_of: Any,
-    request_text: str,
-    branch: str,
-) -> None:
-    init_stack("front", "router", workspace, directory=stacks_dir)
-    stack = build_stack("front", workspace)
-    finished: list[tuple[Any, str]] = []
-
-    async def consume() -> list[str]:
-        on_finish = lambda o, t: finished.append((o, t))  # noqa: E731
-        return [piece async for piece in stack.astream(request_text, on_finish=on_finish)]
-
-    pieces = asyncio.run(consume())
-    output, trace_id = finished[0]
-    assert len(pieces) > 3  # token by token, through the route and the nested stack
-    draft = "".join(pieces).strip()
-    if branch == "docs":
-        assert isinstance(output, SourcedAnswer)
-        assert output.refused or output.answer == draft
-    else:
-        assert output == "".join(pieces)
-    spans = spans_of(trace_id)
-    assert spans["dispatch"]["attributes"]["slmops.decision.branch"] == branch
-    assert spans["dispatch"]["attributes"]["slmops.stream"] is True
-    assert spans[f"front-{branch}"]["parent_id"] == spans["dispatch"]["span_id"]
-    model_span = spans["answer" if branch == "docs" else "reply"]
-    assert model_span["attributes"]["slmops.llm.time_to_first_token_ms"] > 0
 
 
 def test_plain_text_for_a_structured_input_is_refused(
