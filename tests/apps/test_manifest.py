@@ -273,3 +273,25 @@ def test_a_dependency_cycle_is_refused(workspace: Workspace, stacks_dir: Path) -
     write_manifest(stacks_dir, "c", stack("c", "a"))
     with pytest.raises(ManifestError, match=r"stack dependency cycle: a -> b -> c -> a"):
         build_stack("a", workspace)
+
+
+def test_a_lock_pins_the_model_weights(
+    workspace: Workspace, stacks_dir: Path, handbook: object, tmp_path: Path
+) -> None:
+    _register_prompt(workspace)
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"GGUF weights, version one")
+    write_manifest(stacks_dir, "qa", VALID.replace("local:smollm2-135m", f"gguf:{weights}"))
+    stack = build_stack("qa", workspace)
+    lock = write_lock(stack.manifest, workspace)
+    assert lock.model_digests["chat"] == stack.resolved.model_digests["chat"]
+    assert str(lock.model_digests["chat"]).startswith("sha256:")
+    build_stack("qa", workspace)  # same weights: fine
+
+    weights.write_bytes(b"GGUF weights, version two")  # replaced under the same name
+    with pytest.raises(ManifestError, match=r"models.chat: the weights of gguf:.* are not the"):
+        build_stack("qa", workspace)
+    # trying another model on purpose is not a mismatch; ignoring the lock is not either
+    other = build_stack("qa", workspace, models={"chat": "local:smollm2-135m"})
+    assert other.resolved.models["chat"] == "local:smollm2-135m"
+    assert build_stack("qa", workspace, use_lock=False).resolved.locked is False

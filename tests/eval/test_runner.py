@@ -149,6 +149,7 @@ def test_a_full_run_on_the_shipped_model(
     record = load_run(workspace, run_id)
     assert record["versions"]["corpora"] == {"docs": "docs@1"}
     assert record["versions"]["prompts"] == {"answer": "docs-rag-answer@1"}
+    assert record["versions"]["model_digests"]["chat"].startswith("sha256:")  # the exact weights
 
 
 def test_gates_say_which_failed_and_by_how_much() -> None:

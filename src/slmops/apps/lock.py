@@ -1,9 +1,10 @@
 """Resolving a stack's versioned references, and the lock file that pins them.
 
 ``slmops stack lock`` writes ``slmops.lock`` beside the manifest: every corpus and prompt
-reference resolved to a concrete version (``docs@latest`` -> ``docs@3``), with the manifest's
-hash. A stack with a lock runs on exactly those versions whatever is ingested later; a lock
-made for an older manifest is refused rather than silently half-applied.
+reference resolved to a concrete version (``docs@latest`` -> ``docs@3``), each local model's
+weights by digest, with the manifest's hash. A stack with a lock runs on exactly those
+versions whatever is ingested later, and refuses to run on other weights; a lock made for an
+older manifest is refused rather than silently half-applied.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slmops.apps.manifest import LoadedManifest, ManifestError
 from slmops.data.corpus import Corpora, CorpusVersion, corpora_for
-from slmops.errors import NotFoundError, UnknownModelError
+from slmops.errors import NotFoundError, SlmopsError, UnknownModelError
+from slmops.models.fingerprint import model_digest
 from slmops.models.uri import parse_model_uri
 from slmops.prompts.registry import PromptRegistry, PromptVersion
 from slmops.store.workspace import Workspace
@@ -35,16 +37,20 @@ class StackLock(BaseModel):
     models: dict[str, str]
     corpora: dict[str, str]
     prompts: dict[str, str]
+    # sha256 of each model's weights (None: a remote server); absent in locks made before
+    model_digests: dict[str, str | None] = {}
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a stack runs on: concrete corpus and prompt versions, and model URIs."""
+    """What a stack runs on: concrete corpus and prompt versions, model URIs and the digests
+    of their weights."""
 
     models: dict[str, str]
     corpora: dict[str, CorpusVersion]
     prompts: dict[str, PromptVersion]
     locked: bool
+    model_digests: dict[str, str | None]
 
     def corpus_ref(self, alias: str) -> str:
         version = self.corpora[alias]
@@ -55,6 +61,7 @@ class Resolved:
             "models": dict(self.models),
             "corpora": {alias: self.corpus_ref(alias) for alias in self.corpora},
             "prompts": {alias: p.ref for alias, p in self.prompts.items()},
+            "model_digests": {a: d for a, d in self.model_digests.items() if d is not None},
         }
 
 
@@ -129,6 +136,17 @@ def resolve(
             parse_model_uri(uri)
         except UnknownModelError as exc:
             raise ManifestError(f"{loaded.path}: models.{alias}: {exc}") from None
+    digests = {alias: _digest(alias, uri, loaded) for alias, uri in chosen.items()}
+    if lock is not None:
+        for alias, pinned in lock.model_digests.items():
+            overridden = alias in (models or {})
+            if pinned is not None and not overridden and digests.get(alias) != pinned:
+                raise ManifestError(
+                    f"{loaded.path}: models.{alias}: the weights of {chosen[alias]} are not "
+                    f"the ones the lock pinned ({pinned[:19]}..., now "
+                    f"{(digests.get(alias) or 'missing')[:19]}...); run: slmops stack lock "
+                    f"{loaded.directory}"
+                )
     corpora = corpora_for(workspace)
     registry = PromptRegistry(workspace)
     return Resolved(
@@ -136,7 +154,15 @@ def resolve(
         corpora={a: _corpus(corpora, a, ref, loaded) for a, ref in corpus_refs.items()},
         prompts={a: _prompt(registry, a, ref, loaded) for a, ref in prompt_refs.items()},
         locked=lock is not None,
+        model_digests=digests,
     )
+
+
+def _digest(alias: str, uri: str, loaded: LoadedManifest) -> str | None:
+    try:
+        return model_digest(uri)
+    except (OSError, SlmopsError) as exc:  # a model that cannot be found fails when it loads
+        raise ManifestError(f"{loaded.path}: models.{alias}: {exc}") from None
 
 
 def write_lock(loaded: LoadedManifest, workspace: Workspace) -> StackLock:
@@ -151,6 +177,7 @@ def write_lock(loaded: LoadedManifest, workspace: Workspace) -> StackLock:
         models=summary["models"],
         corpora=summary["corpora"],
         prompts=summary["prompts"],
+        model_digests=dict(resolved.model_digests),
     )
     path = lock_path(loaded)
     partial = path.with_suffix(".lock.partial")

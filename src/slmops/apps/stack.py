@@ -129,6 +129,7 @@ class Stack(Step[Any, Any]):
             "slmops.stack.corpora": json.dumps(summary["corpora"]),
             "slmops.stack.prompts": json.dumps(summary["prompts"]),
             "slmops.stack.models": json.dumps(summary["models"]),
+            "slmops.stack.model_digests": json.dumps(summary["model_digests"]),
         }
 
     def graph_label(self) -> str:

@@ -56,7 +56,12 @@ class Comparison:
     changes: list[str]  # what differs between the runs' stacks: "prompt answer: x@1 -> x@2"
 
 
-_KINDS = {"corpora": "corpus", "prompts": "prompt", "models": "model"}
+_KINDS = {
+    "corpora": "corpus",
+    "prompts": "prompt",
+    "models": "model",
+    "model_digests": "model weights",
+}
 
 
 def version_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
