@@ -65,7 +65,8 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     )
     cases = tmp_path / "cases.jsonl"
     cases.write_text(
-        '{"input": "alpha", "reference": "ALPHA"}\n{"input": "beta", "reference": "nope"}\n'
+        '{"input": "alpha", "reference": "ALPHA", "tags": ["first"]}\n'
+        '{"input": "beta", "reference": "nope", "tags": ["second"]}\n'
     )
     slmops("eval", "dataset", "add", "echoes", str(cases), home=home)
     args = ("eval", "run", "echo", "--dataset", "echoes", "--metrics", "exact_match,token_f1")
@@ -73,6 +74,7 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     assert passed.returncode == 0, passed.stderr
     assert "exact_match" in passed.stdout and "0.500" in passed.stdout
     assert "gate exact_match>=0.5 passed" in passed.stdout
+    assert re.search(r"By tag.*exact_match\W+1\.000 \(1\)\W+0\.000 \(1\)", passed.stdout, re.S)
     failed = slmops(
         *args, "--gate", "exact_match>=0.9", "--gate", "errors<=0", home=home, cwd=project
     )

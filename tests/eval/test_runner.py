@@ -52,11 +52,11 @@ def echo(workspace: Workspace, stacks_dir: Path) -> EvalRun:
 
 def echo_cases() -> list[EvalCase]:
     return [
-        EvalCase(id="a", input="alpha", reference="ALPHA"),
-        EvalCase(id="b", input="beta", reference="wrong"),
-        EvalCase(id="c", input="boom", reference="BOOM"),
-        EvalCase(id="d", input="delta", reference="DELTA"),
-        EvalCase(id="e", input="echo", reference="ECHO"),
+        EvalCase(id="a", input="alpha", reference="ALPHA", tags=["vowel"]),
+        EvalCase(id="b", input="beta", reference="wrong", tags=["consonant"]),
+        EvalCase(id="c", input="boom", reference="BOOM", tags=["consonant"]),
+        EvalCase(id="d", input="delta", reference="DELTA", tags=["consonant"]),
+        EvalCase(id="e", input="echo", reference="ECHO", tags=["vowel"]),
     ]
 
 
@@ -68,6 +68,11 @@ def test_a_crashed_case_is_an_error_not_a_crash(workspace: Workspace, echo: Eval
     )
     assert summary["cases"] == 5 and summary["errors"] == 1
     assert summary["metrics"]["exact_match"] == {"mean": 0.75, "cases": 4}
+    # slices by tag: vowels a and e both match; of the consonants b fails, c crashed, d matches
+    assert summary["by_tag"] == {
+        "consonant": {"exact_match": {"mean": 0.5, "cases": 2}},
+        "vowel": {"exact_match": {"mean": 1.0, "cases": 2}},
+    }
     rows = {row["case_id"]: row for row in load_results(workspace, run_id)}
     assert rows["c"]["status"] == "error" and "the case exploded" in rows["c"]["result"]["error"]
     assert rows["a"]["trace_id"] and rows["a"]["scores"] == {"exact_match": 1.0}
@@ -247,6 +252,8 @@ def test_the_html_report_shows_metrics_distributions_comparison_and_worst_cases(
     assert "exact_match" in page and "0.750" in page  # the metric and its mean
     assert page.count("<rect") >= 10  # distributions drawn as inline SVG
     assert f"Comparison with {first[:12]} (4 shared cases)" in page
+    assert "<h2>By tag</h2>" in page and "<th>consonant</th><th>vowel</th>" in page
+    assert '<td class="num">0.500 (2)</td><td class="num">1.000 (2)</td>' in page
     assert "changed: no version (same stack, corpora, prompts and models)" in page
     assert "beta" in page and "reference: wrong" in page  # the worst case, with its reference
     assert "the case exploded" in page  # the error listed

@@ -221,6 +221,21 @@ def _metrics_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _tags_table(by_tag: dict[str, dict[str, Any]]) -> Table:
+    """Each metric's mean per tag (the cases with that tag), with the case count."""
+    table = Table("metric", *(escape(tag) for tag in by_tag), title="By tag")
+    metrics = next(iter(by_tag.values()))
+    for key in metrics:
+        cells = [by_tag[tag][key] for tag in by_tag]
+        if all(cell["mean"] is None for cell in cells):
+            continue
+        table.add_row(
+            key,
+            *("n/a" if c["mean"] is None else f"{c['mean']:.3f} ({c['cases']})" for c in cells),
+        )
+    return table
+
+
 @app.command("run")
 def run_command(
     stack: str | None = typer.Argument(None, help="Stack name or folder (not with --resume)."),
@@ -298,6 +313,8 @@ def run_command(
             raise typer.Exit(130) from None
     console.print(f"[bold]Eval run {run_id[:12]}[/]: {built.stack_name} on {dataset_ref}")
     console.print(_metrics_table(summary))
+    if summary.get("by_tag"):
+        console.print(_tags_table(summary["by_tag"]))
     failed = False
     for result in check_gates(gates, summary):
         if result.passed:

@@ -44,6 +44,7 @@ class CaseResult:
     refusal_reason: str | None = None
     answerable: bool = True
     category: str | None = None
+    tags: list[str] = field(default_factory=list)  # the case's tags: slices of the summary
     adversarial: bool = False
     latency_ms: float | None = None
     prompt_tokens: int = 0

@@ -241,6 +241,7 @@ class EvalRun:
             "answerable": case.answerable,
             "adversarial": case.adversarial,
             "category": case.category,
+            "tags": list(case.tags),
         }
         started = time.perf_counter()
         try:
@@ -302,10 +303,15 @@ def summarize(rows: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dic
         "mean_completion_tokens": sum(r.completion_tokens for r in ok) / len(ok) if ok else None,
         "metrics": {},
     }
-    for key in metric_keys:
-        scores = [row["scores"][key] for row in rows if row["scores"].get(key) is not None]
-        mean = sum(scores) / len(scores) if scores else None
-        summary["metrics"][key] = {"mean": mean, "cases": len(scores)}
+    summary["metrics"] = _means(rows, metric_keys)
+    tags = sorted({tag for r in results for tag in r.tags})
+    if len(tags) > 1:  # one tag for every case is the whole run again
+        summary["by_tag"] = {
+            tag: _means(
+                [row for row, r in zip(rows, results, strict=True) if tag in r.tags], metric_keys
+            )
+            for tag in tags
+        }
     attacks = [r for r in ok if r.adversarial and r.category]
     if attacks:
         by_category: dict[str, list[float]] = {}
@@ -315,6 +321,15 @@ def summarize(rows: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dic
             category: sum(v) / len(v) for category, v in sorted(by_category.items())
         }
     return summary
+
+
+def _means(rows: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dict[str, Any]:
+    """Each metric's mean over the rows it scored, and how many that was."""
+    means: dict[str, Any] = {}
+    for key in metric_keys:
+        scores = [row["scores"][key] for row in rows if row["scores"].get(key) is not None]
+        means[key] = {"mean": sum(scores) / len(scores) if scores else None, "cases": len(scores)}
+    return means
 
 
 def load_run(workspace: Workspace, run_id: str) -> dict[str, Any]:
