@@ -14,7 +14,7 @@ from slmops.core.runtime import Runtime
 from slmops.data.corpus import Corpora
 from slmops.eval.compare import bootstrap_interval, compare_runs
 from slmops.eval.datasets import Datasets, EvalCase
-from slmops.eval.gates import GateError, check_gates, parse_gate
+from slmops.eval.gates import GateError, check_gates, check_names, parse_gate
 from slmops.eval.metrics import ExactMatch, JudgeScore
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, load_results, load_run
@@ -182,6 +182,18 @@ def test_gates_say_which_failed_and_by_how_much() -> None:
         parse_gate("faithfulness high")
     with pytest.raises(GateError, match="the run has no figure 'rouge'"):
         check_gates([parse_gate("rouge>0.1")], summary)
+    # a gate on the cases of one tag
+    squad = {"faithfulness": {"mean": 0.9, "cases": 2}, "hit_rate@5": {"mean": 0.5, "cases": 2}}
+    summary["by_tag"] = {"squad": squad}
+    on_squad = [parse_gate("faithfulness[squad]>=0.7"), parse_gate("hit_rate[squad]>=0.9")]
+    tagged = check_gates(on_squad, summary)
+    assert [r.passed for r in tagged] == [True, False]
+    assert tagged[1].describe() == "gate hit_rate[squad]>=0.9 FAILED: 0.5 is 0.4 below 0.9"
+    check_names([parse_gate("faithfulness[anything]>=0.1")], ["faithfulness"])  # tags come later
+    with pytest.raises(GateError, match="the run has no figure 'faithfulness\\[synth\\]'"):
+        check_gates([parse_gate("faithfulness[synth]>=0.1")], summary)
+    with pytest.raises(GateError, match="will have no figure 'rouge\\[squad\\]'"):
+        check_names([parse_gate("rouge[squad]>=0.1")], ["faithfulness"])
 
 
 def test_a_failing_metric_scores_none_and_says_why(workspace: Workspace, echo: EvalRun) -> None:

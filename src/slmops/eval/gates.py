@@ -1,5 +1,6 @@
-"""Regression gates: ``faithfulness>=0.7``, ``p95_latency_ms<=2000``, checked on a run's
-summary, each failure said with its margin, so a CI log shows what broke and by how much."""
+"""Regression gates: ``faithfulness>=0.7``, ``p95_latency_ms<=2000``, or on the cases of one
+tag, ``token_f1[squad]>=0.3``, checked on a run's summary, each failure said with its margin,
+so a CI log shows what broke and by how much."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 from slmops.errors import SlmopsError
 
-_GATE = re.compile(r"^\s*([A-Za-z0-9_@.]+)\s*(>=|<=|>|<|==)\s*(-?[0-9]*\.?[0-9]+)\s*$")
+_GATE = re.compile(
+    r"^\s*([A-Za-z0-9_@.]+(?:\[[A-Za-z0-9_.:-]+\])?)\s*(>=|<=|>|<|==)\s*(-?[0-9]*\.?[0-9]+)\s*$"
+)
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -52,10 +55,13 @@ def figures(summary: dict[str, Any]) -> dict[str, float]:
         for key, value in summary.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
-    for key, metric in summary.get("metrics", {}).items():
-        if metric.get("mean") is not None:
-            found[key] = float(metric["mean"])
-            found.setdefault(key.split("@")[0], float(metric["mean"]))
+    slices = {"": summary.get("metrics", {})}
+    slices.update({f"[{tag}]": means for tag, means in summary.get("by_tag", {}).items()})
+    for suffix, metrics in slices.items():
+        for key, metric in metrics.items():
+            if metric.get("mean") is not None:
+                found[key + suffix] = float(metric["mean"])
+                found.setdefault(key.split("@")[0] + suffix, float(metric["mean"]))
     return found
 
 
@@ -74,7 +80,7 @@ def check_names(gates: list[Gate], metric_keys: list[str]) -> None:
     """Refuse, before a run starts, a gate on a figure the run will not have."""
     known = set(SUMMARY_FIGURES) | set(metric_keys) | {k.split("@")[0] for k in metric_keys}
     for gate in gates:
-        if gate.figure not in known:
+        if gate.figure.partition("[")[0] not in known:  # a tag is known once the run is done
             raise GateError(
                 f"gate {gate}: the run will have no figure {gate.figure!r}; figures: "
                 + ", ".join(sorted(known))
