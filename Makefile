@@ -29,6 +29,7 @@ test: install-test
 lint:
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src/slmops
 
 format:
 	$(BIN)/ruff check --fix src tests bench

@@ -7,6 +7,8 @@ one red line and exits non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class SlmopsError(Exception):
     """Base of every error slmops raises on purpose."""
@@ -81,7 +83,7 @@ class RoutingError(StepError):
 class ConcurrentError(StepError):
     """One or more branches of a Concurrent step failed under the ``wait_all`` policy."""
 
-    def __init__(self, message: str, *, path: str = "", errors: list[BaseException]) -> None:
+    def __init__(self, message: str, *, path: str = "", errors: Sequence[BaseException]) -> None:
         self.errors = errors
         super().__init__(message, path=path)
 

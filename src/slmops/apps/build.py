@@ -232,9 +232,7 @@ class _Builder:
     ) -> Node:
         output_type: Any = str
         if spec.labels is not None:
-            output_type = create_model(  # type: ignore[call-overload]
-                _class_name(spec.name, "Label"), label=(Literal[tuple(spec.labels)], ...)
-            )
+            output_type = _label_model(_class_name(spec.name, "Label"), spec.labels)
         elif spec.fields is not None:
             output_type = model_from_fields(_class_name(spec.name, "Output"), spec.fields)
         prompt = resolved.prompts[spec.prompt]
@@ -255,6 +253,12 @@ class _Builder:
             return Node(spec.name, call, source)
         shared = source if isinstance(source, dict) and spec.input is not None else {}
         return Node(spec.name, Map(spec.name, call, max_concurrency=1), shared, spec.for_each)
+
+
+def _label_model(name: str, labels: list[str]) -> Any:
+    """A model with one field, ``label``, that must be one of ``labels``."""
+    label_type: Any = Literal[tuple(labels)]  # the manifest's labels, known at run time
+    return create_model(name, label=(label_type, ...))
 
 
 def _load_module(module_name: str, directory: Path) -> Any:

@@ -66,10 +66,9 @@ class EmbeddingClassifier(Step[str, BaseModel]):
                 )
         self.labels = labels
         self._vectors: dict[str, dict[str, np.ndarray]] = {}  # embedder -> label -> vectors
-        output_type = create_model(  # type: ignore[call-overload]
-            output_name,
-            label=(Literal[tuple(labels)], ...),
-            scores=(dict[str, float], ...),
+        label_type: Any = Literal[tuple(labels)]  # the manifest's labels, known at run time
+        output_type = create_model(
+            output_name, label=(label_type, ...), scores=(dict[str, float], ...)
         )
         super().__init__(name, input_type=str, output_type=output_type, **options)
 

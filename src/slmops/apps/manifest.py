@@ -408,7 +408,7 @@ def _step_problem(manifest: Manifest, step: StepSpec) -> str | None:
                 return f"route '{label}' -> stack '{target}' must be listed in stack.depends_on"
         by = next((s for s in manifest.steps if s.name == _path_root(step.by)), None)
         labels = by.labels if isinstance(by, LLMStep | ClassifyStep) else None
-        if labels is not None and set(labels) != set(step.routes):
+        if by is not None and labels is not None and set(labels) != set(step.routes):
             return (
                 f"routes {sorted(step.routes)} must match the labels of step '{by.name}' "
                 f"{sorted(labels)}"

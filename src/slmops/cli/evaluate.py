@@ -260,7 +260,7 @@ def run_command(
         if resume:
             record = load_run(ws, resume)
             stack_ref, dataset_ref = record["stack"], record["dataset"]
-            metric_names = [
+            metric_names: list[str] | None = [
                 key.split("@")[0] for key in record["config"]["metrics"] if key != "judge"
             ]
             judge = record["config"].get("judge")

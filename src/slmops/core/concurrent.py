@@ -118,7 +118,8 @@ class Concurrent(Step[Any, tuple[Any, ...]]):
         self.max_concurrency = max_concurrency
         self.on_error = on_error
         self._converters = tuple(converters)
-        super().__init__(name, input_type=input_type, output_type=tuple[tuple(outputs)], **options)
+        output_type: Any = tuple[tuple(outputs)]  # type: ignore[misc]  # types known at run time
+        super().__init__(name, input_type=input_type, output_type=output_type, **options)
 
     def children(self) -> Sequence[Step[Any, Any]]:
         return self.branches
@@ -178,9 +179,9 @@ class Map(Step[list[Any], list[Any]]):
         self.step = step
         self.max_concurrency = max_concurrency
         self.on_error = on_error
-        super().__init__(
-            name, input_type=list[step.input_type], output_type=list[item_out], **options
-        )
+        input_type: Any = list[step.input_type]  # type: ignore[name-defined]  # known at run time
+        output_type: Any = list[item_out]  # type: ignore[valid-type]
+        super().__init__(name, input_type=input_type, output_type=output_type, **options)
 
     def children(self) -> Sequence[Step[Any, Any]]:
         return (self.step,)

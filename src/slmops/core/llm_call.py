@@ -6,8 +6,8 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ClassVar, cast
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
@@ -134,6 +134,12 @@ class LLMCall(Step[Any, Any]):
     def model(self) -> ChatModel:
         return self._model if self._model is not None else load_chat_model(self.model_uri)
 
+    async def _loaded_model(self) -> ChatModel:
+        """The given model, or the URI's, loaded off the event loop."""
+        if self._model is not None:
+            return self._model
+        return await run_blocking(load_chat_model, self.model_uri)
+
     def render(self, value: Any) -> list[ChatMessage]:
         """The messages this step sends for ``value`` (useful for debugging prompts)."""
         context = _template_context(value)
@@ -158,7 +164,7 @@ class LLMCall(Step[Any, Any]):
         messages = self.render(value)
         span = otel_trace.get_current_span()
         span.set_attribute("gen_ai.prompt", to_attribute([m.model_dump() for m in messages]))
-        model = self._model or await run_blocking(load_chat_model, self.model_uri)
+        model = await self._loaded_model()
         results: list[ChatResult] = []
         try:
             if not self.structured:
@@ -205,7 +211,7 @@ class LLMCall(Step[Any, Any]):
             span.add_event("state", {"state": StepState.INPUT_VALIDATED.value})
             prompt = self._prompt(validated)
             span.set_attribute("gen_ai.prompt", self._prompt_attribute(prompt))
-            model = self._model or await run_blocking(load_chat_model, self.model_uri)
+            model = await self._loaded_model()
             span.add_event("state", {"state": StepState.RUNNING.value})
             collected = StreamAccumulator(model=self.model_uri)
             async for chunk in iterate_blocking(self._chunks(model, prompt)):
@@ -246,7 +252,7 @@ class LLMCall(Step[Any, Any]):
     ) -> Iterator[str]:
         """:meth:`astream` for synchronous code (a terminal chat, a script)."""
         loop = asyncio.new_event_loop()
-        pieces = self.astream(value, on_finish=on_finish)
+        pieces = cast(AsyncGenerator[str, None], self.astream(value, on_finish=on_finish))
         try:
             while True:
                 try:

@@ -43,6 +43,7 @@ def to_attribute(value: Any) -> str:
 
 def _span_row(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
+    assert ctx is not None  # a finished SDK span always has one
     attributes = dict(span.attributes or {})
     failed = span.status.status_code == StatusCode.ERROR
     return {

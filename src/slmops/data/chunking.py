@@ -71,7 +71,7 @@ def _split_long(text: str, limit: int, count: TokenCounter) -> list[str]:
         if count(sentence) <= limit:
             pieces.append(sentence)
             continue
-        words, current = sentence.split(), []
+        words, current = sentence.split(), list[str]()
         for word in words:
             if current and count(" ".join([*current, word])) > limit:
                 pieces.append(" ".join(current))

@@ -102,10 +102,13 @@ class Hit(BaseModel):
         return f"{self.doc_id}{where}"
 
 
+ChangeKind = Literal["added", "removed", "changed"]
+
+
 @dataclass(frozen=True)
 class DocumentChange:
     doc_id: str
-    change: Literal["added", "removed", "changed"]
+    change: ChangeKind
     chunks_added: int
     chunks_removed: int
 
@@ -576,7 +579,7 @@ class Corpora:
             was, now = old_docs.get(doc_id, set()), new_docs.get(doc_id, set())
             if was == now:
                 continue
-            kind = "added" if not was else "removed" if not now else "changed"
+            kind: ChangeKind = "added" if not was else "removed" if not now else "changed"
             changes.append(DocumentChange(doc_id, kind, len(now - was), len(was - now)))
         old_ids = {r["chunk_id"] for r in before}
         new_ids = {r["chunk_id"] for r in after}

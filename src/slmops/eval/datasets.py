@@ -148,7 +148,7 @@ class Datasets:
             return versions[0], False
         number = (versions[0].version if versions else 0) + 1
         uri = self.workspace.artifacts.put_bytes(_key(name, number, digest), data)
-        row = {
+        row: dict[str, Any] = {
             "name": name,
             "version": number,
             "message": message or f"version {number}",

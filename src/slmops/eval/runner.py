@@ -88,7 +88,8 @@ def answer_of(output: Any) -> tuple[str, bool, str | None]:
     if isinstance(output, str):
         return output, False, None
     if isinstance(output, BaseModel) and isinstance(getattr(output, "answer", None), str):
-        return output.answer, bool(getattr(output, "refused", False)), None
+        answer: str = output.answer  # type: ignore[attr-defined]  # checked just above
+        return answer, bool(getattr(output, "refused", False)), None
     return json.dumps(to_plain(output), ensure_ascii=False), False, None
 
 
@@ -233,7 +234,7 @@ class EvalRun:
         return summary
 
     async def _run_case(self, case: EvalCase) -> tuple[str | None, CaseResult]:
-        base = {
+        base: dict[str, Any] = {
             "question": case.question(),
             "reference": case.reference,
             "alternatives": list(case.alternatives),

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class SentenceTransformerEmbedder:
         transformers_logging.disable_progress_bar()  # no "Loading weights" bar on every load
 
         try:
-            self._model = SentenceTransformer(str(folder), device="cpu")
+            self._model: Any = SentenceTransformer(str(folder), device="cpu")
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load embedder from {folder}: {exc}") from exc
         self._uri = uri or f"st:{folder}"

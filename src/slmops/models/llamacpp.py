@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from slmops.errors import ModelError, ModelUnavailableError
 from slmops.models.base import (
@@ -254,7 +254,7 @@ class LlamaCppChatModel:
         return self.stream_prompt(prompt, params, extra_stop=stop)
 
     def stream_prompt(
-        self, prompt: str, params: GenerationParams | None = None, *, extra_stop: list[str] = ()
+        self, prompt: str, params: GenerationParams | None = None, *, extra_stop: Sequence[str] = ()
     ) -> Iterator[ChatChunk]:
         """Stream a raw prompt; the final chunk carries the finish reason and exact usage."""
         kwargs = self._kwargs(params or GenerationParams(), list(extra_stop))
@@ -265,7 +265,8 @@ class LlamaCppChatModel:
             self._llm.reset()
             finish: FinishReason = "stop"
             try:
-                for piece in self._llm.create_completion(prompt, stream=True, **kwargs):
+                stream = self._llm.create_completion(prompt, stream=True, **kwargs)
+                for piece in cast(Iterator[dict[str, Any]], stream):
                     choice = piece["choices"][0]
                     if choice.get("finish_reason") == "length":
                         finish = "length"

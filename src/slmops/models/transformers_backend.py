@@ -32,8 +32,9 @@ class TransformersChatModel:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise ModelError("hf: models need the 'hf' extra: pip install 'slmops[hf]'") from exc
-        self._tokenizer = AutoTokenizer.from_pretrained(folder)
-        self._model = AutoModelForCausalLM.from_pretrained(folder)
+        # Any: transformers' own types do not describe the generate/decode calls made here.
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+        self._model: Any = AutoModelForCausalLM.from_pretrained(folder)
         self._model.eval()
         self._uri = uri or f"hf:{folder}"
         self._lock = threading.Lock()

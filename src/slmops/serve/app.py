@@ -10,6 +10,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -169,6 +170,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
     state = {"ready": False}
 
+    @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state["ready"] = True
         yield
