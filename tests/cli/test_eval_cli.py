@@ -81,6 +81,10 @@ def test_eval_run_with_a_failing_gate_exits_non_zero(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert "gate exact_match>=0.9 FAILED: 0.5 is 0.4 below 0.9" in failed.stderr
     assert "gate errors<=0 passed" in failed.stdout
+    run_id = re.search(r"Eval run ([0-9a-f]{12})", passed.stdout)
+    assert run_id is not None
+    reported = slmops("eval", "report", run_id.group(1), home=home, cwd=project)
+    assert "By tag" in reported.stdout and "Report: " in reported.stdout
     runs = slmops("eval", "runs", home=home)
     assert runs.stdout.count("echoes@1") == 2 and "complete" in runs.stdout
     ids = [line.strip("│ ").split()[0] for line in runs.stdout.splitlines() if "echoes@1" in line]

@@ -221,6 +221,13 @@ def _metrics_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def print_summary(summary: dict[str, Any]) -> None:
+    """A run's figures, and per tag when its cases carry several tags."""
+    console.print(_metrics_table(summary))
+    if summary.get("by_tag"):
+        console.print(_tags_table(summary["by_tag"]))
+
+
 def _tags_table(by_tag: dict[str, dict[str, Any]]) -> Table:
     """Each metric's mean per tag (the cases with that tag), with the case count."""
     table = Table("metric", *(escape(tag) for tag in by_tag), title="By tag")
@@ -312,9 +319,7 @@ def run_command(
             )
             raise typer.Exit(130) from None
     console.print(f"[bold]Eval run {run_id[:12]}[/]: {built.stack_name} on {dataset_ref}")
-    console.print(_metrics_table(summary))
-    if summary.get("by_tag"):
-        console.print(_tags_table(summary["by_tag"]))
+    print_summary(summary)
     failed = False
     for result in check_gates(gates, summary):
         if result.passed:
@@ -460,7 +465,7 @@ def report_command(
         page = render_report(ws, record["id"], compare_with=compare, worst=worst)
         target = html or ws.home / "reports" / f"eval-{record['id'][:12]}.html"
     if record["summary"]:
-        console.print(_metrics_table(record["summary"]))
+        print_summary(record["summary"])
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".html.partial")
     partial.write_text(page, encoding="utf-8")
