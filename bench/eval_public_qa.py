@@ -24,6 +24,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -76,8 +77,6 @@ def squad_json(articles: list[dict[str, Any]]) -> dict[str, Any]:
 def triviaqa_as_squad(wheel: zipfile.ZipFile, work: Path) -> dict[str, Any]:
     """Each TriviaQA (Wikipedia) question under the first of its evidence articles that
     contains the answer; the aliases are accepted alternatives."""
-    import tarfile
-
     archive = work / "triviaqa-sample.tgz"
     archive.write_bytes(wheel.read(FIXTURES + "triviaqa-sample.tgz"))
     folder = work / "triviaqa"

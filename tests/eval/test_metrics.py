@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -24,11 +25,11 @@ from slmops.eval.metrics import (
     RefusalCorrectness,
     RougeL,
     TokenF1,
-    mean_score,
     normalize_answer,
     percentile,
     statements,
 )
+from slmops.eval.runner import summarize
 
 # retrieved: a b c d e; references: c and e
 RANKED = CaseResult(question="q", retrieved_ids=["a", "b", "c", "d", "e"], reference_ids=["c", "e"])
@@ -197,7 +198,14 @@ def test_means_skip_errors_and_inapplicable_cases() -> None:
         CaseResult(question="q", answer="x"),  # no reference
         CaseResult(question="q", answer="Paris", reference="Paris", error="boom"),
     ]
-    assert mean_score(ExactMatch(), cases) == (0.5, 2)
+    # as a run stores them: a case that raised has no scores; a metric that does not apply, None
+    rows = [
+        {"result": asdict(c), "scores": {} if c.error else {"exact_match": ExactMatch().score(c)}}
+        for c in cases
+    ]
+    summary = summarize(rows, ["exact_match"])
+    assert summary["metrics"]["exact_match"] == {"mean": 0.5, "cases": 2}
+    assert summary["errors"] == 1
     assert percentile([10, 20, 30, 40], 50) == 25
     assert percentile([], 95) is None
 

@@ -12,7 +12,7 @@ from slmops.apps.build import build_stack
 from slmops.apps.templates import init_stack
 from slmops.core.runtime import Runtime
 from slmops.data.corpus import Corpora
-from slmops.eval.compare import bootstrap_interval, compare_runs
+from slmops.eval.compare import bootstrap_interval, compare_runs, version_changes
 from slmops.eval.datasets import Datasets, EvalCase
 from slmops.eval.gates import GateError, check_gates, check_names, parse_gate
 from slmops.eval.metrics import ExactMatch, JudgeScore
@@ -239,6 +239,33 @@ def test_compare_shows_a_planted_regression(
     (change,) = result.changes
     assert change.startswith("stack version (manifest or code): ")
     assert echo.stack.version != worse.stack.version
+
+
+def test_version_changes_name_every_kind_of_change() -> None:
+    before = {
+        "stack": "aaa",
+        "locked": False,
+        "corpora": {"docs": "docs@1"},
+        "prompts": {"answer": "qa-answer@1"},
+        "models": {"chat": "local:smollm2-135m"},
+        "model_digests": {"chat": "sha256:1"},
+    }
+    assert version_changes(before, before) == []
+    after = {
+        **before,
+        "stack": "bbb",
+        "locked": True,
+        "corpora": {"docs": "docs@2", "extra": "wiki@1"},
+        "model_digests": {"chat": "sha256:2"},
+    }
+    assert version_changes(before, after) == [
+        "stack version (manifest or code): aaa -> bbb",
+        "corpus docs: docs@1 -> docs@2",
+        "corpus extra: (none) -> wiki@1",
+        "model weights chat: sha256:1 -> sha256:2",
+        "lock: off -> on",
+    ]
+    assert version_changes(after, before)[-1] == "lock: on -> off"
 
 
 def test_bootstrap_interval() -> None:

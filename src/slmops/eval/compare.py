@@ -77,9 +77,7 @@ def version_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             if old != new:
                 changes.append(f"{kind} {alias}: {old} -> {new}")
     if bool(a.get("locked")) != bool(b.get("locked")):
-        changes.append(
-            f"lock: {'on' if a.get('locked') else 'off'} -> " + ("on" if b.get("locked") else "off")
-        )
+        changes.append("lock: on -> off" if a.get("locked") else "lock: off -> on")
     return changes
 
 

@@ -333,12 +333,6 @@ class AttackSuccess(Metric):
         return float(not case.refused)
 
 
-def mean_score(metric: Metric, cases: Sequence[CaseResult]) -> tuple[float | None, int]:
-    """The metric's mean over the cases it applies to, and how many that was."""
-    scores = [s for s in (metric.score(c) for c in cases if c.error is None) if s is not None]
-    return (sum(scores) / len(scores) if scores else None), len(scores)
-
-
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0-100), linear interpolation; None for no values."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None

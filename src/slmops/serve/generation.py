@@ -111,13 +111,12 @@ async def _reported(call: LLMCall, value: Any, report: Generation) -> AsyncItera
     and trace id at the end."""
     started = time.perf_counter()
 
-    def finished(result: ChatResult, trace_id: str) -> None:
+    def finished(result: ChatResult, _trace_id: str) -> None:
         report.finish_reason = result.finish_reason
         report.prompt_tokens = result.usage.prompt_tokens
         report.completion_tokens = result.usage.completion_tokens
-        report.trace_id = trace_id
 
-    def opened(trace_id: str) -> None:
+    def opened(trace_id: str) -> None:  # at the start, so a stream cut short has it too
         report.trace_id = trace_id
 
     async for piece in call.astream(value, on_start=opened, on_finish=finished):
