@@ -13,7 +13,7 @@ check) over each set with ``EvalRun``.
 Besides the stack's own figures it prints the reader's answer before the cite check
 (``raw contains``), read from each case's trace, so the cost of refusing is visible.
 
-Run: python bench/eval_public_qa.py [--cache DIR] [--workspace DIR]
+Run: python bench/eval_public_qa.py [--cache DIR] [--workspace DIR] [--concurrency 1 2 4]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "slmops-data")
     parser.add_argument("--workspace", type=Path, help="Keep the workspace here (else a temp dir).")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Also time the DROP set at these --concurrency values (e.g. 1 2 4).",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +201,23 @@ def main() -> None:
             values += [cell(means["faithfulness"]), cell(refused)]
             values += [f"{summary['p50_latency_ms']:.0f}"]
             print("".join(f"{v:>13}" for v in values) + f"   run {run_id[:12]}")
+        for concurrency in args.concurrency:
+            time_drop(ws, stack, runtime, concurrency)
         ws.close()
+
+
+def time_drop(ws: Workspace, stack: Any, runtime: Runtime, concurrency: int) -> None:
+    """Wall time of one eval run on the DROP set, and the p50 latency it records, at this
+    concurrency (a local model serves one generation at a time)."""
+    runner = EvalRun(ws, stack, build_metrics(["hit_rate"], ws.settings.embedder))
+    run_id = runner.start("drop-sample", concurrency)
+    _, cases = Datasets(ws).cases("drop-sample")
+    started = time.perf_counter()
+    summary = asyncio.run(runner.execute(run_id, cases, runtime, concurrency=concurrency))
+    print(
+        f"DROP at --concurrency {concurrency}: {time.perf_counter() - started:.1f} s for "
+        f"{len(cases)} cases, p50 latency {summary['p50_latency_ms']:.0f} ms"
+    )
 
 
 if __name__ == "__main__":
