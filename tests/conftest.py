@@ -15,6 +15,9 @@ from slmops.data.corpus import corpora_for
 from slmops.models import ChatModel, load_chat_model, load_embedder
 from slmops.store import Workspace
 from slmops.store.traces import get_trace
+from slmops.train.base import prepare_base
+from slmops.train.tracking import Tracker
+from tests.train.tiny_model import write_tiny_gguf
 
 
 @pytest.fixture
@@ -71,3 +74,29 @@ def handbook(workspace: Workspace) -> Any:
     """Corpus 'docs' holding the bundled slmops handbook (version 1)."""
     corpora_for(workspace).ingest("docs", [bundled_docs()])
     return corpora_for(workspace)
+
+
+# --- fine-tuning: a tiny Llama model and a pre-migrated MLflow store (session-wide) ---
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny model dequantized once, as ``prepare_base`` leaves a GGUF base (it records
+    the GGUF, so exports copy its metadata): an ``hf:`` URI that loads in a second."""
+    with Workspace.open(tmp_path_factory.mktemp("tiny-base")) as ws:
+        base = prepare_base(f"gguf:{tiny_gguf}", ws)
+    return f"hf:{base.checkpoint}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow store migrated once (about 7 s); each test gets a copy (milliseconds)."""
+    home = tmp_path_factory.mktemp("mlflow-template")
+    with Workspace.open(home) as ws:
+        Tracker(ws)
+    return home / "mlflow.db"

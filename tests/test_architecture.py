@@ -8,8 +8,21 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "slmops"
-# Lowest first. A module may import from its own layer and any layer before it.
-LAYERS = ["errors", "store", "models", "core", "data", "prompts", "apps", "eval", "serve", "cli"]
+# Lowest first. A module may import from its own layer and any layer before it. train/ builds
+# on eval/ (its datasets become training data), never the other way round.
+LAYERS = [
+    "errors",
+    "store",
+    "models",
+    "core",
+    "data",
+    "prompts",
+    "apps",
+    "eval",
+    "train",
+    "serve",
+    "cli",
+]
 
 
 def layer_of(module: str) -> int | None:

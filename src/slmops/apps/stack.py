@@ -174,6 +174,22 @@ class Stack(Step[Any, Any]):
             state[node.name] = await node.step._invoke(node.value(state))
         return state[self.output_node]
 
+    async def input_of(self, value: Any, node_name: str) -> Any:
+        """What node ``node_name`` receives when the stack runs on ``value``: the nodes before
+        it run (traced as one run of this stack); it and the nodes after it do not. Training
+        data uses this to render exactly the prompt a model step is sent at run time."""
+        if node_name not in {node.name for node in self.nodes}:
+            raise StepInputError(f"stack {self.stack_name!r} has no step {node_name!r}")
+        with self._traced() as (path, span, _runtime):
+            validated = self._validate_input(value, path)
+            span.set_attribute("slmops.input", self._dump(self._input_adapter, validated))
+            state = self._initial_state(validated)
+            for node in self.nodes:
+                if node.name == node_name:
+                    return node.value(state)
+                state[node.name] = await node.step._invoke(node.value(state))
+        raise AssertionError("unreachable: the node was found above")
+
     def streaming_node(self) -> Node | None:
         """The node whose text streams to the caller: the last plain-text LLM call, or the
         last nested stack or route that itself streams (so a router streams its target)."""

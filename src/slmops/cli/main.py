@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from slmops.cli import data, evaluate, graph, prompt, quickstart, serve, stacks, trace
+from slmops.cli import data, evaluate, graph, prompt, quickstart, serve, stacks, trace, train
 from slmops.cli.common import error_console
 from slmops.errors import SlmopsError
 
@@ -29,6 +29,7 @@ app.add_typer(trace.app, name="trace")
 app.add_typer(data.app, name="data")
 app.add_typer(prompt.app, name="prompt")
 app.add_typer(evaluate.app, name="eval")
+app.add_typer(train.app, name="train")
 
 
 def main() -> None:

@@ -79,9 +79,19 @@ def _write_cache(cache: dict[str, dict[str, str]]) -> None:
 
 
 def model_digest(uri: str) -> str | None:
-    """``sha256:HEX`` of the weights (for a folder, of its files' names and digests), or None
-    for a model on a remote server (nothing local to pin)."""
-    path = weights_path(uri)
+    """``sha256:HEX`` of the weights (for a folder, of its files' names and digests; for a
+    model with an adapter, of both digests), or None for a model on a remote server (nothing
+    local to pin)."""
+    parsed = parse_model_uri(uri)
+    if parsed.adapter:
+        base, adapter = model_digest(parsed.base), _path_digest(Path(parsed.adapter).expanduser())
+        if base is None or adapter is None:
+            return None
+        return "sha256:" + hashlib.sha256(f"{base}\n{adapter}".encode()).hexdigest()
+    return _path_digest(weights_path(uri))
+
+
+def _path_digest(path: Path | None) -> str | None:
     if path is None or not path.exists():
         return None
     with _lock:

@@ -149,10 +149,17 @@ class LlamaCppChatModel:
         uri: str | None = None,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        adapter: Path | None = None,
     ) -> None:
         model_path = Path(path)
         if not model_path.is_file():
             raise ModelUnavailableError(f"GGUF file {model_path} does not exist")
+        if adapter is not None:
+            if not adapter.is_file():
+                raise ModelUnavailableError(f"adapter file {adapter} does not exist")
+            from slmops.models.gguf_files import check_adapter
+
+            check_adapter(adapter, model_path)  # a bad adapter would crash llama.cpp
         from llama_cpp import Llama, StoppingCriteriaList
 
         self._stopping_list = StoppingCriteriaList
@@ -163,6 +170,7 @@ class LlamaCppChatModel:
                 model_path=str(model_path),
                 n_ctx=n_ctx,
                 n_threads=n_threads or os.cpu_count() or 1,
+                lora_path=str(adapter) if adapter is not None else None,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:

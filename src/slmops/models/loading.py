@@ -45,16 +45,15 @@ def _builtin(table: dict[str, tuple[str, str]], name: str, kind: str) -> Path:
 
 def _load_chat_model(uri: str) -> ChatModel:
     parsed = parse_model_uri(uri)
-    if parsed.scheme == "local":
+    if parsed.scheme in ("local", "gguf"):
         from slmops.models.llamacpp import LlamaCppChatModel
 
-        return LlamaCppChatModel(
-            _builtin(BUILTIN_CHAT_MODELS, parsed.location, "chat model"), uri=uri
-        )
-    if parsed.scheme == "gguf":
-        from slmops.models.llamacpp import LlamaCppChatModel
-
-        return LlamaCppChatModel(Path(parsed.location).expanduser(), uri=uri)
+        if parsed.scheme == "local":
+            path = _builtin(BUILTIN_CHAT_MODELS, parsed.location, "chat model")
+        else:
+            path = Path(parsed.location).expanduser()
+        adapter = Path(parsed.adapter).expanduser() if parsed.adapter else None
+        return LlamaCppChatModel(path, uri=uri, adapter=adapter)
     if parsed.scheme == "openai":
         from slmops.models.openai_compat import OpenAICompatChatModel
 

@@ -7,6 +7,8 @@
 ``hf:/path/checkpoint``                        a transformers checkpoint (extra ``hf``)
 ``local:all-minilm-l6-v2``                     the shipped embedder
 ``st:/path/model``                             any sentence-transformers folder
+``local:smollm2-135m+adapter:/path/a.gguf``   a GGUF model with a LoRA adapter applied by
+                                               llama.cpp at load time (``gguf:`` bases too)
 ===========================================  ==============================================
 """
 
@@ -27,10 +29,20 @@ class ModelURI:
     scheme: Scheme
     location: str  # built-in name, file path or server base URL
     model_name: str | None = None  # the part after '#' for openai: URIs
+    adapter: str | None = None  # a LoRA adapter GGUF applied to a local: or gguf: model
 
     def __str__(self) -> str:
         suffix = f"#{self.model_name}" if self.model_name else ""
-        return f"{self.scheme}:{self.location}{suffix}"
+        adapter = f"{ADAPTER_MARK}{self.adapter}" if self.adapter else ""
+        return f"{self.scheme}:{self.location}{suffix}{adapter}"
+
+    @property
+    def base(self) -> str:
+        """The URI without its adapter."""
+        return str(ModelURI(self.scheme, self.location, self.model_name))
+
+
+ADAPTER_MARK = "+adapter:"
 
 
 def parse_model_uri(uri: str) -> ModelURI:
@@ -40,6 +52,15 @@ def parse_model_uri(uri: str) -> ModelURI:
             f"model URI {uri!r} has no scheme; write one of "
             + ", ".join(f"'{s}:...'" for s in SCHEMES)
         )
+    if ADAPTER_MARK in uri:
+        base, _, adapter = uri.partition(ADAPTER_MARK)
+        parsed = parse_model_uri(base)
+        if parsed.scheme not in ("local", "gguf") or not adapter.strip():
+            raise UnknownModelError(
+                f"model URI {uri!r}: an adapter goes on a llama.cpp model, as "
+                "'local:NAME+adapter:/path/adapter.gguf' or 'gguf:/base.gguf+adapter:/path'"
+            )
+        return ModelURI(parsed.scheme, parsed.location, None, adapter)
     scheme, _, rest = uri.partition(":")
     if scheme not in SCHEMES:
         raise UnknownModelError(

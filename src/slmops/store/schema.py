@@ -168,3 +168,21 @@ eval_results = Table(
     Column("scores", JSON, nullable=False),  # metric key -> score (null: not applicable)
     Column("finished_at", Float, nullable=False),
 )
+
+train_datasets = Table(
+    "train_datasets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("message", Text, nullable=False),
+    Column("source", String(32), nullable=False),  # file | dataset | traces
+    Column("format", String(16), nullable=False),  # chat | completion
+    Column("examples", Integer, nullable=False),
+    Column("train", Integer, nullable=False),  # examples in the training split
+    Column("heldout", Integer, nullable=False),  # examples held out for validation
+    Column("split", Float, nullable=False),  # the training fraction asked for
+    Column("lineage", JSON, nullable=False),  # eval dataset, stack, prompt, corpus versions
+    Column("sha256", String(64), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

@@ -27,6 +27,8 @@ class Settings(BaseModel):
     """Where step results are cached: unset uses the metadata database, ``redis://`` Redis."""
     otlp_endpoint: str | None = None
     """OTLP/HTTP traces endpoint (Phoenix, Langfuse, a collector); unset exports nowhere."""
+    tracking_uri: str | None = None
+    """MLflow tracking store for training runs; default: SQLite in the workspace (mlflow.db)."""
     chat_model: str = "local:smollm2-135m"
     embedder: str = "local:all-minilm-l6-v2"
 
