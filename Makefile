@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WHEELS ?= $(HOME)/.cache/slmops-wheels
 PIP := $(BIN)/python -m pip install --find-links $(WHEELS)
 
-.PHONY: install install-test quickstart test lint format bench
+.PHONY: install install-train install-test quickstart test lint format bench bench-train
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(BIN)/python:
 install: $(BIN)/python
 	mkdir -p $(WHEELS)
 	$(PIP) torch==2.13.0 -e .
+
+install-train: $(BIN)/python
+	mkdir -p $(WHEELS)
+	$(PIP) torch==2.13.0 -e '.[train]'
 
 install-test: $(BIN)/python
 	mkdir -p $(WHEELS)
@@ -41,3 +45,7 @@ bench: $(BIN)/python
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_stacks.py
 	$(BIN)/python bench/bench_serve.py
+
+bench-train: $(BIN)/python
+	$(PIP) -q torch==2.13.0 -e '.[train]'
+	$(BIN)/python bench/bench_train.py --plot docs/images/train-loss.svg

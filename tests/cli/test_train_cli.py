@@ -62,6 +62,8 @@ def test_data_run_kill_resume_show_export(tmp_path, tiny_base, mlflow_template):
     failed = slmops("train", "data", "sums", "--file", str(bad), home=home)
     assert_one_line_error(failed, "bad.jsonl, line 25: the last message must be")
     assert "sums@1" in slmops("train", "datasets", home=home).stdout  # nothing stored: still @1
+    shown = slmops("train", "examples", "sums@1", "--limit", "2", home=home).stdout
+    assert "assistant: 0 plus 0 is 0." in shown and "... 22 more" in shown
 
     # A run killed with SIGKILL after a few checkpoints...
     env = {**os.environ, "SLMOPS_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}

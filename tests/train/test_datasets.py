@@ -122,6 +122,32 @@ def test_eval_cases_become_the_exact_messages_the_stack_sends(
     assert built.lineage["eval_dataset"] == "qa-cases@1"
     assert built.lineage["prompt"] == "qa-answer@1"
     assert built.lineage["corpora"] == {"docs": "docs@1"}
+    # "Use slmops prompt add." is not what the passages say: not a grounded example
+    with pytest.raises(TrainDataError, match="1 reference not in the passages the stack"):
+        asyncio.run(examples_from_eval_dataset(workspace, "qa-cases@1", stack, grounded_only=True))
+
+
+def test_examples_of_one_group_stay_on_one_side(workspace: Workspace):
+    examples = [
+        TrainExample(
+            id=f"s{s}-q{q}",
+            group=f"s{s}",
+            messages=[
+                {"role": "user", "content": f"Question {q} about sentence {s}?"},
+                {"role": "assistant", "content": f"Sentence {s}."},
+            ],
+        )
+        for s in range(20)
+        for q in range(3)
+    ]
+    _, stored = TrainDatasets(workspace).examples(
+        TrainDatasets(workspace).add("grouped", examples, split=0.7)[0].ref
+    )
+    sides: dict[str, set[str]] = {}
+    for example in stored:
+        sides.setdefault(example.group or "", set()).add(example.split or "")
+    assert all(len(s) == 1 for s in sides.values())
+    assert {side for s in sides.values() for side in s} == {"train", "heldout"}
 
 
 def test_stored_traces_become_examples_of_what_the_model_answered(

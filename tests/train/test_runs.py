@@ -129,3 +129,21 @@ def test_bad_starts_are_refused_before_anything_runs(tracked, tiny_base, sums_da
         model_module.load_trainable(
             Path(tiny_base.removeprefix("hf:")), FAST.model_copy(update={"method": "full"})
         )
+
+
+def test_an_eval_of_an_export_is_logged_on_its_training_run(tracked, tiny_base, sums_data):
+    training = Training(tracked)
+    outcome = training.start(
+        base=tiny_base, data=sums_data, args=FAST.model_copy(update={"epochs": 1})
+    )
+    exported = tracked.home / "exports" / "m.gguf"
+    training.tracker.set_tags(outcome.run_id, {"slmops.export.gguf-q8_0": str(exported)})
+    summary = {"metrics": {"token_f1": {"mean": 0.5, "cases": 4}, "judge": {"mean": None}}}
+    found = training.record_eval([f"gguf:{exported}"], "a" * 32, "qa@2", summary)
+    assert found == [outcome.run_id]
+    run = training.run(outcome.run_id)
+    assert run.metrics["eval.qa_v2.token_f1"] == 0.5
+    assert run.tags["slmops.eval.last"] == "qa@2 token_f1=0.500"
+    assert training.record_eval(["local:smollm2-135m"], "b" * 32, "qa@2", summary) == []
+    with pytest.raises(ConfigError, match="experiment name"):
+        training.start(base=tiny_base, data=sums_data, args=FAST, name="../escape")

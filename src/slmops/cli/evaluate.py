@@ -318,8 +318,11 @@ def run_command(
                 f"resume with: slmops eval run --resume {run_id[:12]}"
             )
             raise typer.Exit(130) from None
+        trained = _record_on_training_runs(ws, built.resolved.summary()["models"], run_id, summary)
     console.print(f"[bold]Eval run {run_id[:12]}[/]: {built.stack_name} on {dataset_ref}")
     print_summary(summary)
+    for training_run in trained:
+        console.print(f"Recorded on training run {training_run[:12]} (slmops train runs)")
     failed = False
     for result in check_gates(gates, summary):
         if result.passed:
@@ -329,6 +332,27 @@ def run_command(
             error_console.print(f"[red]{escape(result.describe())}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def _record_on_training_runs(
+    ws: Any, models: dict[str, str], run_id: str, summary: dict[str, Any]
+) -> list[str]:
+    """An eval of a fine-tuned export also lands on its training run, when there is one."""
+    local = [
+        uri for uri in models.values() if uri.startswith(("gguf:", "hf:")) or "+adapter:" in uri
+    ]
+    from slmops.train.runs import Training
+    from slmops.train.tracking import TrackingError, tracking_uri
+
+    store = tracking_uri(ws)
+    if not local or (store.startswith("sqlite:///") and not Path(store[10:]).exists()):
+        return []  # nothing trained in this workspace
+
+    try:
+        record = load_run(ws, run_id)
+        return Training(ws).record_eval(local, run_id, record["dataset"], summary)
+    except TrackingError:  # no tracking installed or reachable: the eval run stands alone
+        return []
 
 
 @app.command("runs")

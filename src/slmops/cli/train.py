@@ -59,6 +59,12 @@ def data_command(
     node: str | None = typer.Option(
         None, "--node", help="The model step trained (default: the stack's answering step)."
     ),
+    grounded_only: bool = typer.Option(
+        False,
+        "--grounded-only",
+        help="With --from-dataset: only cases whose reference is in "
+        "the passages the stack retrieves.",
+    ),
     split: float = typer.Option(0.8, "--split", help="Share of examples in the training split."),
     message: str = typer.Option("", "--message", "-m", help="Version message."),
     workspace: Path | None = WorkspaceOption,
@@ -83,7 +89,12 @@ def data_command(
 
                 built = asyncio.run(
                     examples_from_eval_dataset(
-                        ws, from_dataset, built_stack, node=node, on_progress=progress
+                        ws,
+                        from_dataset,
+                        built_stack,
+                        node=node,
+                        grounded_only=grounded_only,
+                        on_progress=progress,
                     )
                 )
             source = "dataset"
@@ -128,6 +139,39 @@ def datasets_command(workspace: Path | None = WorkspaceOption) -> None:
             when(v.created_at),
         )
     console.print(table)
+
+
+@app.command("examples")
+def examples_command(
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@latest."),
+    limit: int = typer.Option(5, "--limit", "-n", help="Examples to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print them as JSONL."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """The examples of a training dataset version, as the model will see them."""
+    with open_workspace(workspace) as ws:
+        version, examples = TrainDatasets(ws).examples(ref)
+    if as_json:
+        for example in examples[:limit]:
+            print(example.model_dump_json(exclude_none=True))
+        return
+    lineage = ", ".join(f"{k}={v}" for k, v in version.lineage.items()) or "-"
+    console.print(
+        f"[bold]{version.ref}[/]: {version.examples} {version.format} examples "
+        f"({version.train} train, {version.heldout} held out), from {version.source}: "
+        f"{escape(lineage)}"
+    )
+    for example in examples[:limit]:
+        console.rule(f"{example.id} ({example.split})", style="dim")
+        if example.messages is not None:
+            for message in example.messages:
+                style = "green" if message.role == "assistant" else "dim"
+                console.print(f"[{style}]{message.role}:[/] {escape(message.content)}")
+        else:
+            console.print(f"[dim]prompt:[/] {escape(example.prompt or '')}")
+            console.print(f"[green]completion:[/] {escape(example.completion or '')}")
+    if len(examples) > limit:
+        console.print(f"... {len(examples) - limit} more (--limit)")
 
 
 def _bar(label: str) -> Progress:
@@ -307,7 +351,16 @@ def runs_command(
         console.print("No training runs yet. Start one with: slmops train run --data NAME@1")
         return
     table = Table(
-        "run", "experiment", "base", "data", "state", "steps", "final loss", "held-out", "tok/s"
+        "run",
+        "experiment",
+        "base",
+        "data",
+        "state",
+        "steps",
+        "final loss",
+        "held-out",
+        "tok/s",
+        "last eval",
     )
     for run in runs:
         metrics = run.metrics
@@ -321,6 +374,7 @@ def runs_command(
             _figure(metrics.get("final_train_loss", metrics.get("train_loss"))),
             _figure(metrics.get("best_heldout_loss", metrics.get("heldout_loss"))),
             _figure(metrics.get("train_tokens_per_s"), "{:.0f}"),
+            escape(run.tags.get("slmops.eval.last", "")),
         )
     console.print(table)
 

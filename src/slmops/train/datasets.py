@@ -49,6 +49,7 @@ class TrainExample(BaseModel):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     completion: str | None = None
+    group: str | None = None  # examples of one group (one source passage, say) split together
     split: Split | None = None  # set when the example is stored in a dataset version
     metadata: dict[str, Any] = {}
 
@@ -91,9 +92,10 @@ def _check_messages(messages: Sequence[ChatMessage]) -> None:
             raise ValueError(f"messages.{index}.content is empty")
 
 
-def split_of(example_id: str, train_fraction: float) -> Split:
-    """``train`` or ``heldout`` from the example id alone (a hash, so it is stable)."""
-    position = int(hashlib.sha256(f"split:{example_id}".encode()).hexdigest()[:12], 16) / 16**12
+def split_of(key: str, train_fraction: float) -> Split:
+    """``train`` or ``heldout`` from the example's group, else its id, alone (a hash, so it is
+    stable across versions)."""
+    position = int(hashlib.sha256(f"split:{key}".encode()).hexdigest()[:12], 16) / 16**12
     return "train" if position < train_fraction else "heldout"
 
 
@@ -175,7 +177,8 @@ class TrainDatasets:
             if example.id in seen:
                 raise TrainDataError(f"two examples have the id {example.id!r}; ids must be unique")
             seen.add(example.id)
-            stored.append(example.model_copy(update={"split": split_of(example.id, split)}))
+            side = split_of(example.group or example.id, split)
+            stored.append(example.model_copy(update={"split": side}))
         data = canonical_jsonl([e.model_dump(mode="json", exclude_none=True) for e in stored])
         train = sum(e.split == "train" for e in stored)
         row, created = self._versions.add(

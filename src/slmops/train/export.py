@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ class RunExporter:
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(self.base_checkpoint, dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, self.output).merge_and_unload()
+        with warnings.catch_warnings():  # PEFT calls an API transformers has deprecated
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            merged = PeftModel.from_pretrained(base, self.output).merge_and_unload()
         return merged, AutoTokenizer.from_pretrained(self.base_checkpoint)
 
     def export(self, fmt: str, path: Path | None = None) -> Export:
@@ -188,3 +191,53 @@ class RunExporter:
         if target.exists():
             shutil.rmtree(target)
         partial.rename(target)
+
+
+@dataclass(frozen=True)
+class Closeness:
+    """How close a quantized file stays to a reference file on some texts."""
+
+    tokens: int  # positions compared
+    agreement: float  # share of positions where both files' most likely next token agree
+    perplexity_reference: float
+    perplexity_candidate: float
+
+
+def _next_token_scores(path: Path, texts: list[str], n_ctx: int) -> list[Any]:
+    """Per text: (log-probabilities of the actual next tokens, most likely next tokens)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    scored = []
+    for text in texts:
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)[:n_ctx]
+        if len(tokens) < 2:
+            continue
+        llm.reset()
+        llm.eval(tokens)
+        logits = np.asarray(llm.scores[: len(tokens) - 1], dtype=np.float64)
+        peak = logits.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
+        actual = logits[np.arange(len(tokens) - 1), tokens[1:]] - log_norm
+        scored.append((actual, logits.argmax(axis=1)))
+    return scored
+
+
+def closeness(reference: Path, candidate: Path, texts: list[str], n_ctx: int = 2048) -> Closeness:
+    """Greedy next-token agreement and perplexity of ``candidate`` against ``reference``
+    (e.g. a q4 export against the f16 one), run by llama.cpp on ``texts``."""
+    import numpy as np
+
+    ours = _next_token_scores(reference, texts, n_ctx)
+    theirs = _next_token_scores(candidate, texts, n_ctx)
+    if not ours:
+        raise ConfigError("no text long enough to compare the files on")
+    positions = sum(len(a) for a, _ in ours)
+    agree = sum(int((ra == ca).sum()) for (_, ra), (_, ca) in zip(ours, theirs, strict=True))
+    return Closeness(
+        tokens=positions,
+        agreement=agree / positions,
+        perplexity_reference=float(np.exp(-np.concatenate([a for a, _ in ours]).mean())),
+        perplexity_candidate=float(np.exp(-np.concatenate([a for a, _ in theirs]).mean())),
+    )

@@ -12,13 +12,15 @@ import resource
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import slmops
 from slmops.errors import ConfigError, NotFoundError, SlmopsError
+from slmops.models.uri import parse_model_uri
+from slmops.store.names import name_problem
 from slmops.store.workspace import Workspace
 from slmops.train.args import TrainArgs
 from slmops.train.base import BaseCheckpoint, prepare_base
@@ -145,6 +147,9 @@ class Training:
         """Fine-tune ``base`` on training dataset ``data`` (``NAME@N``); the run is recorded
         as it goes and can be resumed with :meth:`resume` if it stops early."""
         report = progress or _Silent()
+        problem = name_problem("experiment", name) if name is not None else None
+        if problem:
+            raise ConfigError(problem)
         datasets = TrainDatasets(self.workspace)
         version, examples = datasets.examples(data)
         train_examples = [e for e in examples if e.split == "train"]
@@ -229,8 +234,14 @@ class Training:
         tracked = self.tracker.run("train", run_id)
         spec = read_run_file(self.workspace, tracked.run_id)
         folder = run_dir(self.workspace, tracked.run_id)
-        if tracked.tags.get("slmops.state") == "finished":
+        state = state_of(tracked)
+        if state == "finished":
             raise ConfigError(f"training run {tracked.run_id[:12]} has already finished")
+        if state == "running":
+            raise ConfigError(
+                f"training run {tracked.run_id[:12]} is still running (process "
+                f"{tracked.tags.get('slmops.pid')} on {tracked.tags.get('slmops.host')})"
+            )
         if not list_checkpoints(folder / "checkpoints"):
             raise ConfigError(
                 f"training run {tracked.run_id[:12]} stopped before its first checkpoint; "
@@ -409,6 +420,42 @@ class Training:
         path.write_text(loss_svg(f"Loss of run {run_id[:12]}", train, heldout), encoding="utf-8")
         return path
 
+    # --- evaluations of exported models ---------------------------------------------------
+
+    def record_eval(
+        self, model_uris: Iterable[str], eval_run_id: str, dataset: str, summary: dict[str, Any]
+    ) -> list[str]:
+        """Log an eval run's metric means on the training runs whose exports it evaluated
+        (found by the exported file's path); returns those runs' ids."""
+        paths = {str(p.resolve()) for uri in model_uris for p in _local_files(uri)}
+        if not paths:
+            return []
+        prefix = f"eval.{dataset.replace('@', '_v')}"
+        metrics = {
+            f"{prefix}.{key}": float(value["mean"])
+            for key, value in summary.get("metrics", {}).items()
+            if value.get("mean") is not None
+        }
+        described = " ".join(f"{key}={value:.3f}" for key, value in list(metrics.items())[:3])
+        found = []
+        for run in self.runs(limit=10000):
+            exported = {
+                value
+                for key, value in run.tags.items()
+                if key.startswith("slmops.export.") and not key.endswith(".sha256")
+            }
+            if exported & paths:
+                self.tracker.log_metrics(run.run_id, metrics, 0)
+                self.tracker.set_tags(
+                    run.run_id,
+                    {
+                        "slmops.eval.last": f"{dataset} {described.replace(prefix + '.', '')}",
+                        f"slmops.eval.{eval_run_id[:12]}": dataset,
+                    },
+                )
+                found.append(run.run_id)
+        return found
+
     # --- reading -------------------------------------------------------------------------
 
     def runs(self, limit: int = 50) -> list[TrackedRun]:
@@ -416,6 +463,18 @@ class Training:
 
     def run(self, run_id: str) -> TrackedRun:
         return self.tracker.run("train", run_id)
+
+
+def _local_files(uri: str) -> list[Path]:
+    """The local weight files a model URI names (a GGUF, an adapter, a checkpoint)."""
+    try:
+        parsed = parse_model_uri(uri)
+    except SlmopsError:
+        return []
+    files = [Path(parsed.adapter).expanduser()] if parsed.adapter else []
+    if parsed.scheme in ("gguf", "hf"):
+        files.append(Path(parsed.location).expanduser())
+    return files
 
 
 def state_of(run: TrackedRun) -> str:
@@ -426,9 +485,12 @@ def state_of(run: TrackedRun) -> str:
         return state
     if run.tags.get("slmops.host") == socket.gethostname():
         try:
-            os.kill(int(run.tags.get("slmops.pid", "0")), 0)
+            pid = int(run.tags.get("slmops.pid", "0"))
+            if pid <= 0:
+                return "crashed"
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
         except (ProcessLookupError, ValueError):
             return "crashed"
         except PermissionError:
-            pass
+            pass  # it exists, as another user's process
     return state

@@ -70,12 +70,15 @@ async def examples_from_eval_dataset(
     stack: Stack,
     *,
     node: str | None = None,
+    grounded_only: bool = False,
     on_progress: Progress | None = None,
 ) -> BuiltExamples:
     """One chat example per answerable case with a reference: the messages the stack's
     answering step is sent for the case's input (retrieval and earlier steps run for real),
-    then the reference as the assistant's answer. The example keeps the case's id, so the
-    train/held-out split follows the case."""
+    then the reference as the assistant's answer. The example keeps the case's id (and its
+    ``metadata.group``), so the train/held-out split follows the case. ``grounded_only``
+    leaves out cases whose reference is not in the rendered prompt: training a model to
+    answer what its passages do not say teaches it to make answers up."""
     version, cases = Datasets(workspace).cases(dataset_ref)
     name, llm = answer_node(stack, node)
     built = BuiltExamples(examples=[])
@@ -86,18 +89,25 @@ async def examples_from_eval_dataset(
             built.skip("no reference answer")
         else:
             value = await stack.input_of(case.input, name)
-            messages = [*llm.render(value), ChatMessage(role="assistant", content=case.reference)]
-            built.examples.append(
-                TrainExample(
-                    id=case.id,
-                    messages=messages,
-                    metadata={"case_id": case.id, "tags": list(case.tags)},
+            prompt = llm.render(value)
+            reference = case.reference or ""
+            if grounded_only and not _contains(prompt[-1].content, reference):
+                built.skip("reference not in the passages the stack retrieved")
+            else:
+                group = case.metadata.get("group")
+                built.examples.append(
+                    TrainExample(
+                        id=case.id,
+                        group=group if isinstance(group, str) else None,
+                        messages=[*prompt, ChatMessage(role="assistant", content=reference)],
+                        metadata={"case_id": case.id, "tags": list(case.tags)},
+                    )
                 )
-            )
         if on_progress:
             on_progress(done, len(cases))
     if not built.examples:
-        raise TrainDataError(f"dataset {version.ref} has no answerable case with a reference")
+        reasons = "; ".join(f"{n} {why}" for why, n in built.skipped.items())
+        raise TrainDataError(f"dataset {version.ref} gives no training example ({reasons})")
     summary = stack.resolved.summary()
     built.lineage = {
         "eval_dataset": version.ref,
@@ -110,6 +120,11 @@ async def examples_from_eval_dataset(
         "models": summary["models"],
     }
     return built
+
+
+def _contains(text: str, part: str) -> bool:
+    """Whether ``part`` occurs in ``text``, ignoring case and spacing."""
+    return " ".join(part.lower().split()) in " ".join(text.lower().split())
 
 
 def examples_from_traces(

@@ -84,7 +84,9 @@ class Tracker:
             return str(found.experiment_id)
         location = None
         if self._local:  # never MLflow's default: ./mlruns below whatever the cwd is
-            location = (Path(self.workspace.artifacts.path("mlflow")) / name).resolve().as_uri()
+            location = self.workspace.artifacts.uri(f"mlflow/{name}")
+            if "://" not in location:  # a local folder
+                location = Path(location).resolve().as_uri()
         return str(self.client.create_experiment(name, artifact_location=location))
 
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
