@@ -45,6 +45,8 @@ bench: $(BIN)/python
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_stacks.py
 	$(BIN)/python bench/bench_serve.py
+	$(PIP) -q torch==2.13.0 -e '.[train]'
+	$(BIN)/python bench/bench_registry.py
 
 bench-train: $(BIN)/python
 	$(PIP) -q torch==2.13.0 -e '.[train]'

@@ -273,9 +273,9 @@ def measure_speed(home: Path, data: str, args: TrainArgs) -> dict[str, dict[str,
 
 
 def decode_speed(uri: str) -> float:
-    """Tokens/s generating 64 tokens after each of a few prompts, the end token masked so
+    """Tokens/s decoding 64 tokens greedily after each of a few prompts, timed from the first
+    new token (the prompt is read before the clock starts), whatever the model would say:
     every file decodes the same number of tokens."""
-    import numpy as np
     from llama_cpp import Llama
 
     from slmops.models.uri import parse_model_uri
@@ -287,21 +287,16 @@ def decode_speed(uri: str) -> float:
         else Path(parsed.location)
     )
     llm = Llama(model_path=str(path), n_ctx=512, n_threads=os.cpu_count(), verbose=False)
-    eos = llm.token_eos()
-
-    def no_end(_ids: Any, logits: Any) -> Any:
-        logits[eos] = -np.inf
-        return logits
-
     prompts = ["Tell me a long story about a lighthouse.", "Explain how rain forms, in detail."]
-    llm.create_completion("Hi", max_tokens=4)  # warm up
-    tokens = seconds = 0.0
+    tokens, seconds = 0, 0.0
     for prompt in prompts * 2:
         llm.reset()
+        llm.eval(llm.tokenize(prompt.encode("utf-8")))
         started = time.perf_counter()
-        out = llm.create_completion(prompt, max_tokens=64, logits_processor=[no_end])
+        for _ in range(64):
+            llm.eval([llm.sample(top_k=1, temp=0.0)])
         seconds += time.perf_counter() - started
-        tokens += out["usage"]["completion_tokens"]
+        tokens += 64
     return tokens / seconds
 
 

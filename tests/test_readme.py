@@ -41,3 +41,32 @@ def test_readme_python_examples_run(capsys):
     assert "city=" in printed  # the structured Capital output
     assert "(2, 384)" in printed  # the embedder example
     assert "five business days. [refunds.md, lines 3-3, policies@1]" in printed  # retrieval
+
+
+def test_the_command_reference_lists_every_command():
+    """docs/commands.md (the README's command table, moved out) names every command."""
+    import typer.main
+
+    from slmops.cli.main import app
+
+    reference = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    group = typer.main.get_group(app)
+
+    def commands(prefix: str, command: object) -> list[str]:
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            return [prefix]
+        return [c for name, sub in subcommands.items() for c in commands(f"{prefix} {name}", sub)]
+
+    def listed(full: str) -> bool:
+        """Named in full, or as `/ `last`` in a row of its group (`slmops eval dataset add
+        NAME FILE` / `list` / ...)."""
+        *parents, last = full.split()
+        if f"`{full}" in reference:
+            return True
+        group_prefix = " ".join(parents)
+        return any(
+            f"`{group_prefix} " in row and f"`{last}" in row for row in reference.splitlines()
+        )
+
+    assert [full for full in commands("slmops", group) if not listed(full)] == []

@@ -41,6 +41,7 @@ from slmops.apps.stack import Node, Route, RouteNode, Stack
 from slmops.core.concurrent import Map
 from slmops.core.function import Function
 from slmops.core.options import Retry
+from slmops.core.runtime import resolving_in
 from slmops.core.step import Step
 from slmops.data.retrieve import Retrieve
 from slmops.errors import SlmopsError
@@ -318,4 +319,5 @@ def build_stack(
     """The stack ``ref`` names (a name or a path), with its dependencies, ready to run.
     ``models`` replaces the stack's model URIs by alias (``{"chat": "gguf:/m.gguf"}``)."""
     path = find_stack(str(ref), stack_roots(workspace))
-    return _Builder(workspace, use_lock=use_lock, models=models).build(path, (), name)
+    with resolving_in(workspace):  # registry: model URIs resolve in this workspace
+        return _Builder(workspace, use_lock=use_lock, models=models).build(path, (), name)

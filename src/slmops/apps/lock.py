@@ -18,9 +18,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slmops.apps.manifest import LoadedManifest, ManifestError
+from slmops.core.runtime import resolving_in
 from slmops.data.corpus import Corpora, CorpusVersion, corpora_for
 from slmops.errors import NotFoundError, SlmopsError, UnknownModelError
 from slmops.models.fingerprint import model_digest
+from slmops.models.resolvers import resolve_uri
 from slmops.models.uri import parse_model_uri
 from slmops.prompts.registry import PromptRegistry, PromptVersion
 from slmops.store.workspace import Workspace
@@ -39,6 +41,8 @@ class StackLock(BaseModel):
     prompts: dict[str, str]
     # sha256 of each model's weights (None: a remote server); absent in locks made before
     model_digests: dict[str, str | None] = {}
+    # what a model URI that names another resolved to (registry:x@champion -> registry:x@3)
+    model_versions: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,21 @@ def resolve(
             parse_model_uri(uri)
         except UnknownModelError as exc:
             raise ManifestError(f"{loaded.path}: models.{alias}: {exc}") from None
-    digests = {alias: _digest(alias, uri, loaded) for alias, uri in chosen.items()}
+    with resolving_in(workspace):  # registry: URIs resolve in this workspace
+        digests = {alias: _digest(alias, uri, loaded) for alias, uri in chosen.items()}
+        pinned_versions = _versions(chosen, loaded)
     if lock is not None:
+        for alias, locked_version in lock.model_versions.items():
+            if alias in (models or {}):
+                continue
+            now = pinned_versions.get(alias)
+            if now is not None and now != locked_version:
+                raise ManifestError(
+                    f"{loaded.path}: models.{alias}: {chosen[alias]} now resolves to {now}, "
+                    f"the lock pinned {locked_version}; run: slmops stack lock "
+                    f"{loaded.directory}"
+                )
+            chosen[alias] = locked_version  # a locked stack runs its version, not the alias
         for alias, pinned in lock.model_digests.items():
             overridden = alias in (models or {})
             if pinned is not None and not overridden and digests.get(alias) != pinned:
@@ -156,6 +173,26 @@ def resolve(
         locked=lock is not None,
         model_digests=digests,
     )
+
+
+def _versions(models: Mapping[str, str], loaded: LoadedManifest) -> dict[str, str]:
+    """For URIs that name other URIs (registry aliases): the version each resolves to now."""
+    found = {}
+    for alias, uri in models.items():
+        try:
+            resolved = resolve_uri(uri)
+        except SlmopsError as exc:
+            raise ManifestError(f"{loaded.path}: models.{alias}: {exc}") from None
+        if resolved.pinned != uri:
+            found[alias] = resolved.pinned
+    return found
+
+
+def _pinned(
+    models: Mapping[str, str], loaded: LoadedManifest, workspace: Workspace
+) -> dict[str, str]:
+    with resolving_in(workspace):
+        return _versions(models, loaded)
 
 
 def _digest(alias: str, uri: str, loaded: LoadedManifest) -> str | None:
@@ -178,6 +215,7 @@ def write_lock(loaded: LoadedManifest, workspace: Workspace) -> StackLock:
         corpora=summary["corpora"],
         prompts=summary["prompts"],
         model_digests=dict(resolved.model_digests),
+        model_versions=_pinned(resolved.models, loaded, workspace),
     )
     path = lock_path(loaded)
     partial = path.with_suffix(".lock.partial")

@@ -7,7 +7,18 @@ import sys
 import typer
 from rich.markup import escape
 
-from slmops.cli import data, evaluate, graph, prompt, quickstart, serve, stacks, trace, train
+from slmops.cli import (
+    data,
+    evaluate,
+    graph,
+    model,
+    prompt,
+    quickstart,
+    serve,
+    stacks,
+    trace,
+    train,
+)
 from slmops.cli.common import error_console
 from slmops.errors import SlmopsError
 
@@ -30,6 +41,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(prompt.app, name="prompt")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(train.app, name="train")
+app.add_typer(model.app, name="model")
 
 
 def main() -> None:

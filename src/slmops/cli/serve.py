@@ -12,6 +12,7 @@ from slmops.cli.common import WorkspaceOption, open_workspace
 from slmops.core.runtime import Runtime
 from slmops.errors import ConfigError
 from slmops.serve.app import ServeConfig, create_app
+from slmops.serve.following import parse_canary, parse_shadow
 from slmops.serve.logs import configure_json_logging
 from slmops.serve.server import build_catalog, read_keys_file, uvicorn_config
 
@@ -32,6 +33,15 @@ def serve_command(
     max_body_bytes: int = typer.Option(1_000_000, help="Largest request body accepted."),
     max_tokens: int = typer.Option(2048, help="Largest max_tokens a request may ask for."),
     cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin."),
+    canary: str | None = typer.Option(
+        None, help="registry:NAME@ALIAS=PERCENT: that share of the model's requests go to it."
+    ),
+    shadow: str | None = typer.Option(
+        None, help="registry:NAME@ALIAS: it answers each request too, into the traces only."
+    ),
+    follow_interval: float = typer.Option(
+        1.0, help="Seconds between checks of followed registry aliases."
+    ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Serve models and app stacks over the OpenAI API (chat, completions, embeddings)."""
@@ -42,8 +52,19 @@ def serve_command(
         raise ConfigError(f"refusing to serve on {host} without an API key (--api-key/--keys-file)")
     if max_queue < 0 or max_body_bytes < 1 or max_tokens < 1:
         raise ConfigError("--max-queue must be >= 0, --max-body-bytes and --max-tokens >= 1")
+    if follow_interval <= 0:
+        raise ConfigError("--follow-interval must be above 0 seconds")
+    challenger = parse_canary(canary) if canary else None
+    shadowing = parse_shadow(shadow) if shadow else None
     ws = open_workspace(workspace)
-    catalog = build_catalog(ws, models=model, stacks=stack, embedders=embedder)
+    catalog = build_catalog(
+        ws,
+        models=model,
+        stacks=stack,
+        embedders=embedder,
+        challengers=[c.uri for c in (challenger, shadowing) if c is not None],
+        poll_s=follow_interval,
+    )
     configure_json_logging()  # from here on, stderr is JSON lines
     config = ServeConfig(
         api_keys=tuple(keys),
@@ -52,6 +73,8 @@ def serve_command(
         max_tokens_limit=max_tokens,
         default_max_tokens=min(256, max_tokens),
         cors_origins=tuple(cors_origin),
+        canary=challenger,
+        shadow=shadowing,
     )
     app = create_app(catalog, Runtime.from_workspace(ws), config)
     log.info(

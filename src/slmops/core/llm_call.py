@@ -213,7 +213,7 @@ class LLMCall(Step[Any, Any]):
             span.set_attribute("gen_ai.prompt", self._prompt_attribute(prompt))
             model = await self._loaded_model()
             span.add_event("state", {"state": StepState.RUNNING.value})
-            collected = StreamAccumulator(model=self.model_uri)
+            collected = StreamAccumulator(model=model.uri)  # the version that answers
             async for chunk in iterate_blocking(self._chunks(model, prompt)):
                 collected.add(chunk)
                 if chunk.text:

@@ -55,6 +55,29 @@ def get_runtime() -> Runtime:
         return _default
 
 
+_resolving: ContextVar[Workspace | None] = ContextVar("slmops_resolving", default=None)
+
+
+def current_workspace() -> Workspace | None:
+    """The workspace being built against (:func:`resolving_in`), else that of the runtime set
+    by :func:`use_runtime`: what model URI resolvers use, so ``registry:`` URIs resolve in
+    the workspace at hand rather than the default one."""
+    building = _resolving.get()
+    if building is not None:
+        return building
+    runtime = _current.get()
+    return runtime.workspace if runtime is not None else None
+
+
+@contextmanager
+def resolving_in(workspace: Workspace) -> Iterator[Workspace]:
+    token = _resolving.set(workspace)
+    try:
+        yield workspace
+    finally:
+        _resolving.reset(token)
+
+
 @contextmanager
 def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
     token = _current.set(runtime)

@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 
 from slmops.models.loading import BUILTIN_CHAT_MODELS, BUILTIN_EMBEDDERS, shipped_file
-from slmops.models.uri import parse_model_uri
+from slmops.models.resolvers import resolve_uri
+from slmops.models.uri import BUILTIN_SCHEMES, parse_model_uri
 
 _lock = threading.Lock()
 
@@ -30,6 +31,8 @@ def cache_file() -> Path:
 def weights_path(uri: str) -> Path | None:
     """The file or folder holding a URI's weights; None for a remote server."""
     parsed = parse_model_uri(uri)
+    if parsed.scheme not in BUILTIN_SCHEMES:
+        return weights_path(resolve_uri(uri).uri)
     if parsed.scheme == "openai":
         return None
     if parsed.scheme == "local":
@@ -83,6 +86,8 @@ def model_digest(uri: str) -> str | None:
     model with an adapter, of both digests), or None for a model on a remote server (nothing
     local to pin)."""
     parsed = parse_model_uri(uri)
+    if parsed.scheme not in BUILTIN_SCHEMES:  # a registry version: its weights' digest
+        return model_digest(resolve_uri(uri).uri)
     if parsed.adapter:
         base, adapter = model_digest(parsed.base), _path_digest(Path(parsed.adapter).expanduser())
         if base is None or adapter is None:

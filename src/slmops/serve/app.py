@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -26,11 +27,14 @@ from slmops.apps.stack import Stack
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ModelError, SlmopsError, StepInputError
 from slmops.models.base import ChatMessage, ChatModel, Embedder, GenerationParams
+from slmops.models.resolvers import redirected
 from slmops.models.uri import parse_model_uri
 from slmops.serve.admission import Admission, QueueFullError
 from slmops.serve.errors import APIError, api_error_handler, unknown_model, validation_error_handler
+from slmops.serve.following import AliasFollower, Challenger, canary_for
 from slmops.serve.generation import (
     Generation,
+    mark_shadow,
     stack_input,
     stream_chat,
     stream_completion,
@@ -56,6 +60,8 @@ class ServeConfig:
     default_max_tokens: int = 256
     cors_origins: tuple[str, ...] = ()
     remote_concurrency: int = 8  # requests in flight at once to an OpenAI-compatible upstream
+    canary: Challenger | None = None  # a share of requests answered by another version
+    shadow: Challenger | None = None  # another version answers too, into the traces only
 
 
 @dataclass
@@ -65,6 +71,7 @@ class Catalog:
     chat_models: dict[str, ChatModel] = field(default_factory=dict)
     stacks: dict[str, Stack] = field(default_factory=dict)
     embedders: dict[str, Embedder] = field(default_factory=dict)
+    follower: AliasFollower | None = None  # registry aliases followed as they move
 
     def names(self) -> list[str]:
         return [*self.chat_models, *self.stacks, *self.embedders]
@@ -169,12 +176,26 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         return remote.get(model, local)
 
     state = {"ready": False}
+    followed = list(catalog.follower.current) if catalog.follower else []
+    chooser = random.Random()
+    background: set[asyncio.Task[None]] = set()
+
+    def switched(alias: str, old: str, new: str) -> None:
+        metrics.alias_switches.labels(alias, old, new).inc()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watcher = None
+        if catalog.follower is not None:
+            catalog.follower.on_switch = switched
+            watcher = asyncio.create_task(catalog.follower.run())
         state["ready"] = True
         yield
         state["ready"] = False  # shutting down: stop advertising readiness
+        if watcher is not None:
+            watcher.cancel()
+        for task in list(background):
+            task.cancel()
 
     app = FastAPI(title="slmops", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(APIError, api_error_handler)
@@ -286,7 +307,43 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             ) from None
         report = Generation()
 
+        async def routed(into: Generation) -> AsyncIterator[str]:
+            # a canary request resolves the model's aliases to the challenger, in this
+            # request's context only
+            with canary_for(config.canary, followed, chooser) as chosen:
+                into.canary = chosen
+                async for piece in produce(into):
+                    yield piece
+
+        def shadow_of(primary: Generation) -> None:
+            """Run the request again on the shadow version, after the answer, for the
+            traces: never when the model is busy (a shadow must not delay real requests)."""
+            redirects = config.shadow.redirects(followed) if config.shadow else {}
+            admission = admission_for(body.model)
+            if not redirects or admission.waiting or admission.active:
+                return
+
+            async def shadow() -> None:
+                shadowed = Generation()
+                try:
+                    async with admission.slot():
+                        with use_runtime(runtime), redirected(redirects):
+                            await _drain(produce(shadowed))
+                    mark_shadow(runtime, shadowed.trace_id, primary.trace_id)
+                    metrics.shadow.labels(body.model, shadowed.answered_by, "200").inc()
+                except (QueueFullError, SlmopsError) as exc:
+                    log.warning("shadow request failed: %s", exc)
+                    metrics.shadow.labels(body.model, "", "error").inc()
+
+            task = asyncio.create_task(shadow())
+            background.add(task)
+            task.add_done_callback(background.discard)
+
         def account(status: str) -> None:
+            if report.answered_by:
+                metrics.versions.labels(body.model, report.answered_by, str(report.canary)).inc()
+            if status == "200":
+                shadow_of(report)
             metrics.requests.labels(endpoint, body.model, status).inc()
             metrics.latency.labels(endpoint, body.model).observe(time.perf_counter() - started)
             metrics.tokens.labels(body.model, "prompt").inc(report.prompt_tokens)
@@ -297,7 +354,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         if not body.stream:
             try:
                 with use_runtime(runtime):
-                    await _unless_disconnected(request, _drain(produce(report)))
+                    await _unless_disconnected(request, _drain(routed(report)))
             except BaseException as exc:
                 account(_status_of(exc))
                 raise _as_api_error(exc) from exc
@@ -306,6 +363,8 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             request.state.trace_id = report.trace_id
             account("200")
             headers = {"X-Slmops-Trace-Id": report.trace_id}
+            if report.answered_by:
+                headers["X-Slmops-Model-Version"] = report.answered_by
             citations = report.extension.get("citations")
             if citations:
                 sources = "; ".join(c["source"] for c in citations)
@@ -319,7 +378,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             try:
                 with use_runtime(runtime):
                     first = True
-                    async for piece in produce(report):
+                    async for piece in routed(report):
                         event = chunk(piece, report, None)
                         if first and endpoint == "chat":  # OpenAI's first delta names the role
                             event["choices"][0]["delta"]["role"] = "assistant"
@@ -414,7 +473,11 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             if finish is not None and report.extension:
                 event["slmops"] = report.extension
             elif finish is not None:
-                event["slmops"] = {"trace_id": report.trace_id, "request_id": request_id}
+                event["slmops"] = {
+                    "trace_id": report.trace_id,
+                    "request_id": request_id,
+                    "model_version": report.answered_by,
+                }
             return event
 
         return await respond(request, body, "chat", produce, build, chunk)

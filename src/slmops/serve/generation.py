@@ -16,7 +16,7 @@ from typing import Any, cast
 from slmops.apps.citations import SourcedAnswer
 from slmops.apps.stack import Stack, to_plain
 from slmops.core.llm_call import LLMCall
-from slmops.core.runtime import get_runtime
+from slmops.core.runtime import Runtime, get_runtime
 from slmops.core.tracing import to_attribute
 from slmops.models.base import (
     ChatChunk,
@@ -25,7 +25,7 @@ from slmops.models.base import (
     ChatResult,
     GenerationParams,
 )
-from slmops.store.traces import get_trace, token_usage
+from slmops.store.traces import get_trace, set_trace_attributes, token_usage
 
 
 class ChatCall(LLMCall):
@@ -60,6 +60,8 @@ class Generation:
     time_to_first_token_s: float | None = None
     output: Any = None
     extension: dict[str, Any] = field(default_factory=dict)
+    answered_by: str = ""  # the model version that answered (registry:NAME@N, or a URI)
+    canary: bool = False
 
 
 def stream_chat(
@@ -70,7 +72,13 @@ def stream_chat(
     report: Generation,
 ) -> AsyncIterator[str]:
     """Yield the reply's text; ``report`` holds usage, finish reason and trace id at the end."""
-    return _reported(ChatCall(model, params, request_id), messages, report)
+    return _reported(ChatCall(_for_this_request(model), params, request_id), messages, report)
+
+
+def _for_this_request(model: ChatModel) -> ChatModel:
+    """A followed alias answers each request with one version, the one it holds now."""
+    pinned = getattr(model, "pinned", None)
+    return cast(ChatModel, pinned()) if callable(pinned) else model
 
 
 class CompletionCall(LLMCall):
@@ -112,6 +120,7 @@ async def _reported(call: LLMCall, value: Any, report: Generation) -> AsyncItera
     started = time.perf_counter()
 
     def finished(result: ChatResult, _trace_id: str) -> None:
+        report.answered_by = result.model
         report.finish_reason = result.finish_reason
         report.prompt_tokens = result.usage.prompt_tokens
         report.completion_tokens = result.usage.completion_tokens
@@ -134,7 +143,7 @@ def stream_completion(
     report: Generation,
 ) -> AsyncIterator[str]:
     """A raw-text completion, traced as an ``llm`` span like a chat call."""
-    return _reported(CompletionCall(model, params, request_id), prompt, report)
+    return _reported(CompletionCall(_for_this_request(model), params, request_id), prompt, report)
 
 
 def stack_input(messages: list[ChatMessage]) -> Any:
@@ -194,12 +203,23 @@ async def stream_stack(
         # The streamed draft was replaced (a refusal), or nothing streamed: send the answer.
         yield ("\n\n" if streamed else "") + report.text
     report.extension = stack_extension(stack, output, trace_id, request_id)
-    report.prompt_tokens, report.completion_tokens = _trace_usage(trace_id)
+    spans = _trace_spans(trace_id)
+    report.prompt_tokens, report.completion_tokens = token_usage(spans)
+    answered = [s["attributes"].get("gen_ai.response.model") for s in spans if s["kind"] == "llm"]
+    report.answered_by = ",".join(dict.fromkeys(a for a in answered if a))
 
 
-def _trace_usage(trace_id: str) -> tuple[int, int]:
-    """Tokens used by every model call of a finished trace, from the store."""
+def _trace_spans(trace_id: str) -> list[dict[str, Any]]:
+    """The spans of a finished trace, from the store."""
     workspace = get_runtime().workspace
     if workspace is None:
-        return 0, 0
-    return token_usage(get_trace(workspace.engine, trace_id)[1])
+        return []
+    return get_trace(workspace.engine, trace_id)[1]
+
+
+def mark_shadow(runtime: Runtime, trace_id: str, primary_trace_id: str) -> None:
+    """Label a shadow run's trace with the trace of the answer it shadowed."""
+    if runtime.workspace is not None and trace_id:
+        set_trace_attributes(
+            runtime.workspace.engine, trace_id, {"slmops.shadow_of": primary_trace_id}
+        )

@@ -43,6 +43,25 @@ class ServerMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.versions = Counter(
+            "slmops_model_version_requests",
+            "Requests answered, by served name, the model version that answered (registry:"
+            "NAME@N) and whether it was a canary request.",
+            ["model", "version", "canary"],
+            registry=self.registry,
+        )
+        self.shadow = Counter(
+            "slmops_shadow_requests",
+            "Requests repeated on the shadow version, by served name, version and outcome.",
+            ["model", "version", "status"],
+            registry=self.registry,
+        )
+        self.alias_switches = Counter(
+            "slmops_alias_switches",
+            "Times a followed registry alias moved to another version.",
+            ["alias", "from_version", "to_version"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "slmops_requests_in_flight", "Requests being served.", registry=self.registry
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,24 +15,42 @@ from slmops.core.runtime import Runtime
 from slmops.errors import ConfigError
 from slmops.models.loading import load_chat_model, load_embedder
 from slmops.serve.app import Catalog, ServeConfig, create_app
+from slmops.serve.following import AliasFollower, FollowedChatModel, follows
 from slmops.store.workspace import Workspace
 
 
 def build_catalog(
-    workspace: Workspace, *, models: list[str], stacks: list[str], embedders: list[str]
+    workspace: Workspace,
+    *,
+    models: list[str],
+    stacks: list[str],
+    embedders: list[str],
+    challengers: Sequence[str] = (),
+    poll_s: float = 1.0,
 ) -> Catalog:
     """Load every model and build every stack now, so the first request does not pay for it
-    and a wrong name fails at start-up, not at the first call."""
+    and a wrong name fails at start-up, not at the first call. Registry aliases (served
+    directly, or by an unlocked stack) are followed as they move; ``challengers`` (canary or
+    shadow versions) are loaded now too."""
     catalog = Catalog()
+    followed: list[str] = []
     for uri in models:
-        catalog.chat_models[uri] = load_chat_model(uri)
+        if follows(uri):
+            followed.append(uri)
+            catalog.chat_models[uri] = FollowedChatModel(uri)
+        else:
+            catalog.chat_models[uri] = load_chat_model(uri)
     for ref in stacks:
         stack = build_stack(ref, workspace)
         catalog.stacks[f"stack:{stack.stack_name}"] = stack
+        followed += [uri for uri in stack.resolved.models.values() if follows(uri)]
     for uri in embedders:
         catalog.embedders[uri] = load_embedder(uri)
     if not catalog.names():
         raise ConfigError("nothing to serve: give --model, --stack or --embedder")
+    if followed or challengers:
+        catalog.follower = AliasFollower(workspace, [*followed, *challengers], poll_s=poll_s)
+        catalog.follower.start()
     return catalog
 
 

@@ -186,3 +186,18 @@ train_datasets = Table(
     Column("uri", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+model_alias_events = Table(
+    "model_alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(100), nullable=False, index=True),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer),  # None: the alias did not exist
+    Column("to_version", Integer),  # None: the alias was removed
+    Column("action", String(16), nullable=False),  # promote | rollback
+    Column("actor", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),  # eval run ids, gate results
+    Column("created_at", Float, nullable=False),
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from slmops.errors import NotFoundError
 from slmops.store.schema import spans, traces
@@ -19,6 +19,20 @@ def save_trace(engine: Engine, trace: dict[str, Any], span_rows: Sequence[dict[s
         connection.execute(insert(traces), [trace])
         if span_rows:
             connection.execute(insert(spans), list(span_rows))
+
+
+def set_trace_attributes(engine: Engine, trace_id: str, attributes: dict[str, Any]) -> None:
+    """Add attributes to a stored trace (a shadow run, say, names the answer it shadowed)."""
+    with engine.begin() as connection:
+        row = connection.execute(
+            select(traces.c.attributes).where(traces.c.trace_id == trace_id)
+        ).first()
+        if row is not None:
+            connection.execute(
+                update(traces)
+                .where(traces.c.trace_id == trace_id)
+                .values(attributes={**(row[0] or {}), **attributes})
+            )
 
 
 def list_traces(
