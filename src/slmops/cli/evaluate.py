@@ -318,11 +318,11 @@ def run_command(
                 f"resume with: slmops eval run --resume {run_id[:12]}"
             )
             raise typer.Exit(130) from None
-        trained = _record_on_training_runs(ws, built.resolved.summary()["models"], run_id, summary)
+        recorded = _record_on_models(ws, built.resolved.summary()["models"], run_id, summary)
     console.print(f"[bold]Eval run {run_id[:12]}[/]: {built.stack_name} on {dataset_ref}")
     print_summary(summary)
-    for training_run in trained:
-        console.print(f"Recorded on training run {training_run[:12]} (slmops train runs)")
+    for note in recorded:
+        console.print(note)
     failed = False
     for result in check_gates(gates, summary):
         if result.passed:
@@ -334,25 +334,43 @@ def run_command(
         raise typer.Exit(1)
 
 
-def _record_on_training_runs(
+def _record_on_models(
     ws: Any, models: dict[str, str], run_id: str, summary: dict[str, Any]
 ) -> list[str]:
-    """An eval of a fine-tuned export also lands on its training run, when there is one."""
+    """An eval of a registry version is tagged on the version (and its training run); an
+    eval of a fine-tuned export lands on its training run. Returns what was recorded where."""
     local = [
         uri for uri in models.values() if uri.startswith(("gguf:", "hf:")) or "+adapter:" in uri
     ]
+    registered = [uri for uri in models.values() if uri.startswith("registry:")]
+    from slmops.core.runtime import resolving_in
+    from slmops.registry.store import ModelRegistry
     from slmops.train.runs import Training
     from slmops.train.tracking import TrackingError, tracking_uri
 
     store = tracking_uri(ws)
-    if not local or (store.startswith("sqlite:///") and not Path(store[10:]).exists()):
-        return []  # nothing trained in this workspace
-
+    if not (local or registered) or (
+        store.startswith("sqlite:///") and not Path(store[10:]).exists()
+    ):
+        return []  # nothing trained or registered in this workspace
+    notes = []
     try:
-        record = load_run(ws, run_id)
-        return Training(ws).record_eval(local, run_id, record["dataset"], summary)
+        dataset = load_run(ws, run_id)["dataset"]
+        training = Training(ws)
+        registry = ModelRegistry(ws, training.tracker)
+        for uri in registered:
+            with resolving_in(ws):
+                version = registry.resolve(uri)
+            registry.tag(version, {f"slmops.eval.{run_id[:12]}": dataset})
+            notes.append(f"Recorded on model version {version.ref} (slmops model show)")
+            if version.run_id:
+                training.log_eval(version.run_id, run_id, dataset, summary)
+                notes.append(f"Recorded on training run {version.run_id[:12]}")
+        for training_run in training.record_eval(local, run_id, dataset, summary):
+            notes.append(f"Recorded on training run {training_run[:12]} (slmops train runs)")
     except TrackingError:  # no tracking installed or reachable: the eval run stands alone
         return []
+    return notes
 
 
 @app.command("runs")

@@ -150,6 +150,15 @@ def show_command(
     )
     if version.run_id:
         console.print(f"training run: {version.run_id}")
+    evals = {
+        k.removeprefix("slmops.eval."): v
+        for k, v in version.tags.items()
+        if k.startswith("slmops.eval.")
+    }
+    if evals:
+        console.print(
+            "evaluated by: " + ", ".join(f"{run} ({data})" for run, data in evals.items())
+        )
     if card is not None:
         card.write_text(version.card, encoding="utf-8")
         console.print(f"Card written to {card}")

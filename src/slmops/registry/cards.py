@@ -67,6 +67,9 @@ def render_card(
             f"- Base model: `{base.get('uri')}` ({base.get('digest')})",
             f"- License of the base: {_license(base.get('gguf'))}",
         ]
+    elif version.uri.startswith("gguf:"):
+        weights = version.uri.removeprefix("gguf:").partition("+adapter:")[0]
+        lines.append(f"- License (from the GGUF file): {_license(weights)}")
     if run is not None:
         params, metrics = run.params, run.metrics
         lines += [

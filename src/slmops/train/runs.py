@@ -430,13 +430,6 @@ class Training:
         paths = {str(p.resolve()) for uri in model_uris for p in _local_files(uri)}
         if not paths:
             return []
-        prefix = f"eval.{dataset.replace('@', '_v')}"
-        metrics = {
-            f"{prefix}.{key}": float(value["mean"])
-            for key, value in summary.get("metrics", {}).items()
-            if value.get("mean") is not None
-        }
-        described = " ".join(f"{key}={value:.3f}" for key, value in list(metrics.items())[:3])
         found = []
         for run in self.runs(limit=10000):
             exported = {
@@ -445,16 +438,26 @@ class Training:
                 if key.startswith("slmops.export.") and not key.endswith(".sha256")
             }
             if exported & paths:
-                self.tracker.log_metrics(run.run_id, metrics, 0)
-                self.tracker.set_tags(
-                    run.run_id,
-                    {
-                        "slmops.eval.last": f"{dataset} {described.replace(prefix + '.', '')}",
-                        f"slmops.eval.{eval_run_id[:12]}": dataset,
-                    },
-                )
+                self.log_eval(run.run_id, eval_run_id, dataset, summary)
                 found.append(run.run_id)
         return found
+
+    def log_eval(self, run_id: str, eval_run_id: str, dataset: str, summary: dict[str, Any]) -> str:
+        """Put an eval run's metric means on training run ``run_id`` (``eval.DATASET.METRIC``)
+        and name it as the run's last eval; returns that short description."""
+        prefix = f"eval.{dataset.replace('@', '_v')}"
+        metrics = {
+            f"{prefix}.{key}": float(value["mean"])
+            for key, value in summary.get("metrics", {}).items()
+            if value.get("mean") is not None
+        }
+        described = " ".join(f"{key}={value:.3f}" for key, value in list(metrics.items())[:3])
+        last = f"{dataset} {described.replace(prefix + '.', '')}"
+        self.tracker.log_metrics(run_id, metrics, 0)
+        self.tracker.set_tags(
+            run_id, {"slmops.eval.last": last, f"slmops.eval.{eval_run_id[:12]}": dataset}
+        )
+        return last
 
     # --- reading -------------------------------------------------------------------------
 
