@@ -147,3 +147,26 @@ def test_bad_canary_and_shadow_options_are_refused():
             parse_canary(bad)
     with pytest.raises(ConfigError, match="--shadow"):
         parse_shadow("local:smollm2-135m")
+
+
+def test_a_served_stack_on_an_alias_follows_it(workspace, registry, stacks_dir):
+    from slmops.apps.templates import init_stack
+
+    init_stack("chatty", "chat", workspace, directory=stacks_dir, model=ALIAS)
+    catalog = build_catalog(workspace, models=[], stacks=["chatty"], embedders=[], poll_s=0.1)
+    body = {"model": "stack:chatty", "messages": [{"role": "user", "content": "Hi"}]}
+    with running_server(
+        catalog, Runtime.from_workspace(workspace), ServeConfig(), port=free_port()
+    ) as url:
+
+        def answered_by() -> str:
+            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+            response.raise_for_status()
+            return response.headers["X-Slmops-Model-Version"]
+
+        assert answered_by() == "registry:tiny@1"
+        registry.set_alias(name="tiny", alias="champion", version=2)
+        deadline = time.monotonic() + 20
+        while answered_by() != "registry:tiny@2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answered_by() == "registry:tiny@2"
