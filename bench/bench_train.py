@@ -39,6 +39,7 @@ from slmops.apps.build import build_stack
 from slmops.apps.quickstart import bundled_docs
 from slmops.apps.templates import ensure_workspace_stack
 from slmops.core.runtime import Runtime, use_runtime
+from slmops.core.tracing import Tracer
 from slmops.core.words import content_words
 from slmops.data.corpus import corpora_for
 from slmops.eval.compare import compare_runs
@@ -135,7 +136,7 @@ def prepare_data(ws: Workspace, per_sentence: int) -> tuple[str, str]:
     heldout = [c for c in cases if split_of(str(c.metadata["group"]), SPLIT) == "heldout"]
     held, _ = datasets.add("handbook-heldout", heldout, source="synth")
     stack = build_stack(STACK, ws)
-    with use_runtime(Runtime.from_workspace(ws)):
+    with use_runtime(Runtime(tracer=Tracer(), workspace=ws)):  # renders are not traces
         built = asyncio.run(
             examples_from_eval_dataset(ws, everything.ref, stack, grounded_only=True)
         )

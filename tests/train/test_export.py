@@ -140,3 +140,13 @@ def test_bad_adapters_and_runs_are_refused_with_a_reason(trained, tiny_gguf, tmp
     with pytest.raises(ConfigError, match="unknown export format"):
         RunExporter(ws, run_id).export("gguf-q3")
     assert "adapter" in FORMATS and "gguf-q8_0" in FORMATS
+
+
+def test_an_export_never_overwrites_a_file_outside_the_exports_folder(trained, tmp_path):
+    ws, run_id = trained
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="exists; remove it or choose another"):
+        RunExporter(ws, run_id).export("hf", precious)
+    assert (precious / "notes.txt").read_text() == "keep me"

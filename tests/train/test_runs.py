@@ -147,3 +147,50 @@ def test_an_eval_of_an_export_is_logged_on_its_training_run(tracked, tiny_base, 
     assert training.record_eval(["local:smollm2-135m"], "b" * 32, "qa@2", summary) == []
     with pytest.raises(ConfigError, match="experiment name"):
         training.start(base=tiny_base, data=sums_data, args=FAST, name="../escape")
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tracked, tiny_base, sums_data):
+    args = FAST.model_copy(update={"checkpoint_every": 1})
+    training = Training(tracked)
+    whole = training.start(base=tiny_base, data=sums_data, args=args)
+    steps = iter(range(100))
+    stopped = training.start(
+        base=tiny_base, data=sums_data, args=args, should_stop=lambda: next(steps) == 2
+    )
+    newest = sorted((run_dir(tracked, stopped.run_id) / "checkpoints").glob("step-*"))[-1]
+    (newest / "trainable.safetensors").write_bytes(b"not a safetensors file")
+    resumed = training.resume(stopped.run_id)
+    expected, got = adapter_weights(whole), adapter_weights(resumed)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_a_run_that_diverges_stops_with_a_reason_and_is_marked_failed(
+    tracked, tiny_base, sums_data, monkeypatch
+):
+    from slmops.train import fit as fit_module
+
+    real = fit_module.batch_loss
+
+    def poisoned(trainable, batch, bf16):
+        loss, count = real(trainable, batch, bf16)
+        return loss * float("nan"), count
+
+    monkeypatch.setattr(fit_module, "batch_loss", poisoned)
+    training = Training(tracked)
+    with pytest.raises(fit_module.DivergedError, match="the loss became nan at step 1"):
+        training.start(base=tiny_base, data=sums_data, args=FAST)
+    (run,) = training.runs()
+    assert run.status == "FAILED" and state_of(run) == "failed"
+
+
+def test_one_process_trains_a_run_at_a_time(tracked, tiny_base, sums_data):
+    from filelock import FileLock
+
+    training = Training(tracked)
+    steps = iter(range(100))
+    stopped = training.start(
+        base=tiny_base, data=sums_data, args=FAST, should_stop=lambda: next(steps) == 0
+    )
+    held = FileLock(str(run_dir(tracked, stopped.run_id) / ".training.lock"))
+    with held, pytest.raises(ConfigError, match="being trained by another process"):
+        training.resume(stopped.run_id)

@@ -148,7 +148,9 @@ def resolve(
             if alias in (models or {}):
                 continue
             now = pinned_versions.get(alias)
-            if now is not None and now != locked_version:
+            if now is None:
+                continue  # the manifest no longer names a registry model here
+            if now != locked_version:
                 raise ManifestError(
                     f"{loaded.path}: models.{alias}: {chosen[alias]} now resolves to {now}, "
                     f"the lock pinned {locked_version}; run: slmops stack lock "

@@ -279,6 +279,10 @@ def run_command(
             metric_names = [m.strip() for m in metrics.split(",")] if metrics else None
             overrides = model_overrides(model)
         built = build_stack(stack_ref, ws, use_lock=not no_lock, models=overrides)
+        pinned = _pin_aliases(ws, built.resolved.models)
+        if pinned and not resume:  # one version for the whole run, recorded as it is
+            overrides = {**(overrides or {}), **pinned}
+            built = build_stack(stack_ref, ws, use_lock=not no_lock, models=overrides)
         with console.status("Preparing the metrics..."):
             chosen = build_metrics(metric_names, ws.settings.embedder)
             if judge:
@@ -334,6 +338,22 @@ def run_command(
         raise typer.Exit(1)
 
 
+def _pin_aliases(ws: Any, models: dict[str, str]) -> dict[str, str]:
+    """Registry aliases among a stack's models, each pinned to the version it names now, so
+    an alias moved during the run cannot mix versions in its results."""
+    from slmops.core.runtime import resolving_in
+    from slmops.models.resolvers import resolve_uri
+
+    pinned = {}
+    with resolving_in(ws):
+        for alias, uri in models.items():
+            if uri.startswith("registry:"):
+                resolved = resolve_uri(uri)
+                if resolved.pinned != uri:
+                    pinned[alias] = resolved.pinned
+    return pinned
+
+
 def _record_on_models(
     ws: Any, models: dict[str, str], run_id: str, summary: dict[str, Any]
 ) -> list[str]:
@@ -370,6 +390,8 @@ def _record_on_models(
             notes.append(f"Recorded on training run {training_run[:12]} (slmops train runs)")
     except TrackingError:  # no tracking installed or reachable: the eval run stands alone
         return []
+    except Exception as exc:  # the run and its gates stand whatever the tracking store says
+        notes.append(f"[yellow]not recorded on the model or training run: {escape(str(exc))}[/]")
     return notes
 
 

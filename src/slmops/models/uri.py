@@ -15,12 +15,24 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
 from slmops.errors import UnknownModelError
+
+RESOLVERS_GROUP = "slmops.model_uri_resolvers"
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_schemes() -> frozenset[str]:
+    """Schemes that installed plugins resolve (entry points of ``RESOLVERS_GROUP``)."""
+    from importlib.metadata import entry_points
+
+    return frozenset(e.name for e in entry_points(group=RESOLVERS_GROUP))
+
 
 _REGISTRY_REF = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}(@[A-Za-z0-9_-]{1,64})?$")
 
@@ -68,7 +80,7 @@ def parse_model_uri(uri: str) -> ModelURI:
             )
         return ModelURI(parsed.scheme, parsed.location, None, adapter)
     scheme, _, rest = uri.partition(":")
-    if scheme not in SCHEMES:
+    if scheme not in SCHEMES and scheme not in plugin_schemes():
         raise UnknownModelError(
             f"model URI {uri!r}: unknown scheme {scheme!r}; known: {', '.join(SCHEMES)}"
         )

@@ -8,12 +8,15 @@ bound of its 95% bootstrap interval, so the change must hold with that confidenc
 the alias only if every gate passes. Every move is written to an audit log (who, when, from,
 to, why, eval runs, gates) in the same transaction as a compare-and-set of the alias: a
 promotion whose holder moved while it was evaluating is refused, so of two racing promotions
-one wins and the log stays true. ``rollback`` moves an alias back along that log.
+one wins and the log stays true. The lock is a file in the workspace: with a tracking server
+shared by several machines, promote from one of them. ``rollback`` moves an alias back along
+that log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import re
 import time
@@ -21,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from sqlalchemy import insert, select
 
 from slmops.apps.build import build_stack
@@ -327,28 +330,41 @@ def _move(
     workspace: the log row is committed only if the alias was moved."""
     locks = workspace.home / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"model-{name}-{alias}.lock"), timeout=60):
-        current = registry.aliases(name).get(alias)
-        if current != expected:
-            raise PromotionError(
-                f"{name}@{alias} moved while this ran (it was version {expected}, now "
-                f"{current}); nothing was changed: run it again"
-            )
-        with workspace.engine.begin() as connection:
-            connection.execute(
-                insert(model_alias_events).values(
-                    model=name,
-                    alias=alias,
-                    from_version=expected,
-                    to_version=target,
-                    action=action,
-                    actor=actor(),
-                    reason=reason,
-                    evidence=evidence,
-                    created_at=time.time(),
+    try:
+        with FileLock(str(locks / f"model-{name}-{alias}.lock"), timeout=60):
+            current = registry.aliases(name).get(alias)
+            if current != expected:
+                raise PromotionError(
+                    f"{name}@{alias} moved while this ran (it was version {expected}, now "
+                    f"{current}); nothing was changed: run it again"
                 )
-            )
-            registry.set_alias(name=name, alias=alias, version=target)
+            try:
+                with workspace.engine.begin() as connection:
+                    connection.execute(
+                        insert(model_alias_events).values(
+                            model=name,
+                            alias=alias,
+                            from_version=expected,
+                            to_version=target,
+                            action=action,
+                            actor=actor(),
+                            reason=reason,
+                            evidence=evidence,
+                            created_at=time.time(),
+                        )
+                    )
+                    registry.set_alias(name=name, alias=alias, version=target)
+            except Exception:
+                # the log row did not commit: an alias that moved goes back, so no move
+                # is ever missing from the log
+                with contextlib.suppress(Exception):
+                    if registry.aliases(name).get(alias) == target:
+                        registry.set_alias(name=name, alias=alias, version=expected)
+                raise
+    except Timeout:
+        raise PromotionError(
+            f"another promotion of {name}@{alias} holds its lock; try again"
+        ) from None
 
 
 def alias_events(workspace: Workspace, name: str) -> list[dict[str, Any]]:

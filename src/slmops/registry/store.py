@@ -111,14 +111,19 @@ class ModelRegistry:
             "slmops.registered_from": uri,
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (tags or {}).items()},
         }
-        self._ensure_model(name)
-        created = self.client.create_model_version(
-            name,
-            folder,
-            run_id=run_id,
-            tags=recorded,
-            description=card or None,
-        )
+        try:
+            self._ensure_model(name)
+            created = self.client.create_model_version(
+                name,
+                folder,
+                run_id=run_id,
+                tags=recorded,
+                description=card or None,
+            )
+        except Exception as exc:
+            if folder.startswith("file:"):  # the copy belongs to no version: remove it
+                shutil.rmtree(urlparse(folder).path, ignore_errors=True)
+            raise RegistryError(f"cannot register {name}: {exc}") from exc
         return self.get(name=name, version=int(created.version))
 
     def _ensure_model(self, name: str) -> None:
@@ -127,7 +132,11 @@ class ModelRegistry:
         except Exception as exc:  # MLflow raises MlflowException for a missing model
             if not _is_missing(exc):
                 raise
-            self.client.create_registered_model(name, tags={"slmops.kind": "model"})
+            try:
+                self.client.create_registered_model(name, tags={"slmops.kind": "model"})
+            except Exception as again:  # made by a concurrent first registration: fine
+                if "ALREADY_EXISTS" not in str(getattr(again, "error_code", "")):
+                    raise
 
     def _store_weights(self, name: str, parsed: ModelURI) -> tuple[str, str]:
         """(MLflow source, loadable URI) after copying the weights into the workspace."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, cast
 
 from slmops.core.runtime import resolving_in
 from slmops.core.threads import run_blocking
-from slmops.errors import ConfigError, SlmopsError
+from slmops.errors import ConfigError
 from slmops.models.base import ChatChunk, ChatMessage, ChatModel, ChatResult, GenerationParams
 from slmops.models.loading import forget_chat_model, load_chat_model, load_resolved_chat_model
 from slmops.models.resolvers import ResolvedURI, hold, redirected, release, resolve_uri
@@ -37,8 +38,13 @@ log = logging.getLogger("slmops.serve")
 
 def follows(uri: str) -> bool:
     """Whether a model URI names a moving target (a registry alias, not a version)."""
-    parsed = parse_model_uri(uri)
-    return parsed.scheme == "registry" and not parsed.location.rpartition("@")[2].isdigit()
+    return resolvable(uri) and not parse_model_uri(uri).location.rpartition("@")[2].isdigit()
+
+
+def resolvable(uri: str) -> bool:
+    """Whether a model URI names another one (a registry alias or version): a server holds
+    its resolution, so no request queries the registry."""
+    return parse_model_uri(uri).scheme == "registry"
 
 
 @dataclass
@@ -49,7 +55,9 @@ class AliasFollower:
     uris: list[str]
     poll_s: float = 1.0
     on_switch: Callable[[str, str, str], None] | None = None  # (alias URI, old, new)
+    grace_s: float = 60.0  # a version no alias holds is dropped from memory after this long
     current: dict[str, ResolvedURI] = field(default_factory=dict)
+    _retired: dict[str, float] = field(default_factory=dict)  # pinned name -> when released
 
     def _resolve(self, uri: str) -> ResolvedURI:
         with resolving_in(self.workspace):
@@ -71,27 +79,46 @@ class AliasFollower:
         """Move every alias whose version changed; returns the aliases moved."""
         moved = []
         for uri, held in list(self.current.items()):
+            if not follows(uri):
+                continue  # a version never moves
             try:
                 fresh = await run_blocking(self._resolve, uri)
                 if fresh.pinned == held.pinned:
                     continue
                 await run_blocking(load_resolved_chat_model, fresh)  # load before switching
-            except SlmopsError as exc:  # keep serving the held version, say why
+            except Exception as exc:  # a registry hiccup: keep serving the held version
                 log.warning("cannot follow %s: %s (still serving %s)", uri, exc, held.pinned)
                 continue
             hold(uri, fresh)
             self.current[uri] = fresh
-            forget_chat_model(held.pinned)  # in-flight requests keep their reference
+            self._retired[held.pinned] = time.monotonic()
+            self._retired.pop(fresh.pinned, None)
             log.info("alias %s moved: %s -> %s", uri, held.pinned, fresh.pinned)
             if self.on_switch:
                 self.on_switch(uri, held.pinned, fresh.pinned)
             moved.append(uri)
+        self._drop_retired()
         return moved
+
+    def _drop_retired(self) -> None:
+        """Forget versions no alias holds any more, once every request that could still be
+        fetching them has had time to (requests that have one keep it regardless)."""
+        held = {r.pinned for r in self.current.values()}
+        now = time.monotonic()
+        for pinned, since in list(self._retired.items()):
+            if pinned in held:
+                del self._retired[pinned]
+            elif now - since >= self.grace_s:
+                forget_chat_model(pinned)
+                del self._retired[pinned]
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:  # the watcher must outlive any one failure
+                log.warning("alias check failed: %s", exc)
 
 
 class FollowedChatModel:
@@ -188,8 +215,9 @@ def canary_for(
 ) -> Iterator[bool]:
     """Within this block a chosen request's aliases resolve to the challenger; yields
     whether this request was chosen."""
-    if challenger is None or challenger.shadow or chooser.random() >= challenger.share:
+    redirects = challenger.redirects(uris) if challenger and not challenger.shadow else {}
+    if not redirects or chooser.random() >= challenger.share:  # type: ignore[union-attr]
         yield False
         return
-    with redirected(challenger.redirects(uris)):
+    with redirected(redirects):
         yield True

@@ -15,7 +15,7 @@ from slmops.core.runtime import Runtime
 from slmops.errors import ConfigError
 from slmops.models.loading import load_chat_model, load_embedder
 from slmops.serve.app import Catalog, ServeConfig, create_app
-from slmops.serve.following import AliasFollower, FollowedChatModel, follows
+from slmops.serve.following import AliasFollower, FollowedChatModel, follows, resolvable
 from slmops.store.workspace import Workspace
 
 
@@ -43,7 +43,8 @@ def build_catalog(
     for ref in stacks:
         stack = build_stack(ref, workspace)
         catalog.stacks[f"stack:{stack.stack_name}"] = stack
-        followed += [uri for uri in stack.resolved.models.values() if follows(uri)]
+        # aliases are followed; versions (a locked stack's) are held, never re-resolved
+        followed += [uri for uri in stack.resolved.models.values() if resolvable(uri)]
     for uri in embedders:
         catalog.embedders[uri] = load_embedder(uri)
     if not catalog.names():

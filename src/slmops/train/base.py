@@ -83,12 +83,11 @@ def _dequantize(gguf: Path, target: Path, digest: str) -> None:
         (partial / SOURCE_FILE).write_text(
             json.dumps({"gguf": str(gguf.resolve()), "digest": digest}), encoding="utf-8"
         )
-        if target.exists():  # another process got there first
-            shutil.rmtree(partial)
-            return
         partial.rename(target)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if (target / SOURCE_FILE).is_file():  # another process finished it first
+            return
         raise ModelError(f"cannot write the dequantized base into {target}: {exc}") from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -75,7 +75,7 @@ def save_checkpoint(
         if target.exists():  # the same step written before a crash: replace it
             shutil.rmtree(target)
         partial.rename(target)
-    except OSError as exc:
+    except Exception as exc:  # a full disk surfaces as OSError or as torch's RuntimeError
         shutil.rmtree(partial, ignore_errors=True)
         raise CheckpointError(f"cannot write checkpoint {target}: {exc}") from exc
     for old in list_checkpoints(folder)[:-KEEP]:
@@ -92,7 +92,9 @@ def load_checkpoint(path: Path, trainable: dict[str, Any], optimizer: Any) -> Tr
         record = json.loads((path / "state.json").read_text(encoding="utf-8"))
         weights = load_file(path / "trainable.safetensors")
         saved = torch.load(path / "optimizer.pt", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
+        state = TrainState(**record["state"])
+        python_rng = _python_rng_from_json(record["python_rng"])
+    except Exception as exc:  # safetensors, pickle and JSON each raise their own
         raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from exc
     missing = sorted(set(trainable) - set(weights))
     if missing:
@@ -103,10 +105,13 @@ def load_checkpoint(path: Path, trainable: dict[str, Any], optimizer: Any) -> Tr
     with torch.no_grad():
         for name, parameter in trainable.items():
             parameter.copy_(weights[name])
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    random.setstate(_python_rng_from_json(record["python_rng"]))
-    return TrainState(**record["state"])
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this run: {exc}") from exc
+    random.setstate(python_rng)
+    return state
 
 
 def _python_rng_to_json(state: tuple[Any, ...]) -> list[Any]:

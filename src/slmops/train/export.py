@@ -4,15 +4,16 @@ checkpoint. Every GGUF records the run it came from in its metadata."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from slmops.errors import ConfigError, ModelError
+from slmops.models.fingerprint import model_digest
 from slmops.models.gguf_files import (
     QUANT_TYPES,
     write_adapter_gguf,
@@ -38,13 +39,9 @@ class Export:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """The same digest a lock or the registry computes for these weights."""
+    digest = model_digest(f"{'gguf' if path.is_file() else 'hf'}:{path}")
+    return (digest or "").removeprefix("sha256:")
 
 
 def _size(path: Path) -> int:
@@ -119,6 +116,9 @@ class RunExporter:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
         target = (path or self.default_path(fmt)).expanduser().resolve()
+        exports = (self.workspace.home / "exports").resolve()
+        if target.exists() and exports not in target.parents:
+            raise ConfigError(f"{target} exists; remove it or choose another --output")
         target.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "hf":
             self._export_hf(target)
@@ -141,7 +141,7 @@ class RunExporter:
             write_model_gguf(weights, template, target, dtype="f16", metadata=self.metadata())
             return
         # llama.cpp quantizes from full float32, so nothing is rounded twice
-        scratch = target.with_name(f".{target.name}.f32")
+        scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.f32")
         try:
             write_model_gguf(weights, template, scratch, dtype="f32", metadata=self.metadata())
             _quantize(scratch, target, kind)
@@ -180,8 +180,7 @@ class RunExporter:
 
     def _export_hf(self, target: Path) -> None:
         model, tokenizer = self.merged_weights()
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         record: dict[str, Any] = {"run_id": self.run_id, **self.metadata()}

@@ -9,6 +9,7 @@ projects the answer's positions, not the whole prompt's.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -17,12 +18,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slmops.errors import SlmopsError
 from slmops.train.args import TrainArgs
-from slmops.train.checkpoints import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from slmops.train.checkpoints import (
+    CheckpointError,
+    TrainState,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from slmops.train.encoding import IGNORE, Encoded, epoch_batches
 from slmops.train.model import Trainable
 
+log = logging.getLogger("slmops.train")
+
 StepCallback = Callable[[TrainState, dict[str, float]], None]
+
+
+class DivergedError(SlmopsError):
+    """The loss is no longer a finite number."""
+
+
 EpochCallback = Callable[[TrainState, dict[str, float]], None]
 
 
@@ -43,6 +59,17 @@ def use_bf16(precision: str) -> bool:
     import torch
 
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def concrete_args(args: TrainArgs) -> TrainArgs:
+    """``args`` with 'auto' precision and default threads decided for this machine, as a run
+    records them: a resumed run must compute exactly as it started, wherever it resumes."""
+    return args.model_copy(
+        update={
+            "precision": "bf16" if use_bf16(args.precision) else "fp32",
+            "threads": args.threads or os.cpu_count() or 1,
+        }
+    )
 
 
 def total_optimizer_steps(batches_per_epoch: int, args: TrainArgs) -> int:
@@ -170,9 +197,17 @@ def _fit(
     best_path = run_dir / "best.safetensors"
     state, resumed_from = TrainState(), None
     existing = list_checkpoints(checkpoints) if resume else []
-    if existing:
-        state = load_checkpoint(existing[-1], parameters, optimizer)
+    for candidate in reversed(existing):  # the newest readable one (an older one is kept)
+        try:
+            state = load_checkpoint(candidate, parameters, optimizer)
+        except CheckpointError as exc:
+            log.warning("%s; trying the one before it", exc)
+            continue
         resumed_from = state.step
+        break
+    else:
+        if existing:
+            raise CheckpointError(f"no checkpoint of {run_dir.name} can be read; start again")
     best: dict[str, Any] | None = load_file(best_path) if resume and best_path.is_file() else None
     batches_per_epoch = len(epoch_batches(train_set, args.micro_batch_size, args.seed, 0))
     total = total_optimizer_steps(batches_per_epoch, args)
@@ -216,6 +251,12 @@ def _fit(
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 list(parameters.values()), args.max_grad_norm
             )
+            if not (math.isfinite(loss_sum) and math.isfinite(float(grad_norm))):
+                raise DivergedError(
+                    f"the loss became {loss_sum / labelled} at step {state.step + 1} (gradient "
+                    f"norm {float(grad_norm)}): lower --lr, or check the data; the last "
+                    "checkpoint is intact"
+                )
             rate = learning_rate(state.step, total, args)
             for group_params in optimizer.param_groups:
                 group_params["lr"] = rate

@@ -25,7 +25,10 @@ def loss_svg(
     train: Sequence[tuple[int, float]],
     heldout: Sequence[tuple[int, float]] = (),
 ) -> str:
-    """Training loss per optimizer step (line) and held-out loss at each epoch's end (dots)."""
+    """Training loss per optimizer step (line) and held-out loss at each epoch's end (dots);
+    values that are not finite numbers (a diverged step) are left out."""
+    train = [(s, v) for s, v in train if math.isfinite(v)]
+    heldout = [(s, v) for s, v in heldout if math.isfinite(v)]
     points = [*train, *heldout]
     if not points:
         raise ValueError("no loss values to plot")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
 import resource
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,15 +23,17 @@ from slmops.errors import ConfigError, NotFoundError, SlmopsError
 from slmops.models.uri import parse_model_uri
 from slmops.store.names import name_problem
 from slmops.store.workspace import Workspace
-from slmops.train.args import TrainArgs
+from slmops.train.args import TrainArgs, check_args
 from slmops.train.base import BaseCheckpoint, prepare_base
 from slmops.train.checkpoints import TrainState, list_checkpoints
 from slmops.train.datasets import TrainDatasets, TrainDatasetVersion
 from slmops.train.encoding import encode_all
-from slmops.train.fit import FitResult, fit, use_bf16
+from slmops.train.fit import FitResult, concrete_args, fit, use_bf16
 from slmops.train.model import Trainable, load_trainable, save_output
 from slmops.train.plot import loss_svg
 from slmops.train.tracking import KIND_TAG, TrackedRun, Tracker, flatten
+
+log = logging.getLogger("slmops.train")
 
 RUN_FILE = "run.json"
 LOSS_PLOT = "loss.svg"
@@ -76,7 +79,7 @@ def run_dir(workspace: Workspace, run_id: str) -> Path:
 def read_run_file(workspace: Workspace, run_id: str) -> dict[str, Any]:
     path = run_dir(workspace, run_id) / RUN_FILE
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        spec = dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise NotFoundError(
             f"training run {run_id} has no folder in this workspace ({path.parent}); it was "
@@ -84,6 +87,10 @@ def read_run_file(workspace: Workspace, run_id: str) -> dict[str, Any]:
         ) from None
     except (OSError, ValueError) as exc:
         raise SlmopsError(f"{path} cannot be read: {exc}") from exc
+    missing = [k for k in ("run_id", "experiment", "base", "dataset", "args") if k not in spec]
+    if missing:
+        raise SlmopsError(f"{path} is damaged: it lacks {', '.join(missing)}")
+    return spec
 
 
 def _code_version() -> dict[str, str]:
@@ -155,6 +162,7 @@ class Training:
         train_examples = [e for e in examples if e.split == "train"]
         if not train_examples:
             raise ConfigError(f"{version.ref} has no example in its training split")
+        args = concrete_args(args)
         report.status(f"Preparing base model {base}")
         checkpoint = prepare_base(base, self.workspace)
         experiment = name or version.name
@@ -180,8 +188,9 @@ class Training:
             "created_at": time.time(),
         }
         (folder / RUN_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
-        self._record_setup(run_id, spec, version, args)
-        return self._train(run_id, spec, checkpoint, version, args, report, should_stop, False)
+        with _training_lock(folder, run_id):
+            self._record_setup(run_id, spec, version, args)
+            return self._train(run_id, spec, checkpoint, version, args, report, should_stop, False)
 
     def _record_setup(
         self, run_id: str, spec: dict[str, Any], version: TrainDatasetVersion, args: TrainArgs
@@ -230,8 +239,16 @@ class Training:
         should_stop: Callable[[], bool] | None = None,
     ) -> TrainingOutcome:
         """Continue a run from its last checkpoint, with the settings it started with."""
-        report = progress or _Silent()
         tracked = self.tracker.run("train", run_id)
+        with _training_lock(run_dir(self.workspace, tracked.run_id), tracked.run_id):
+            return self._resume(tracked, progress or _Silent(), should_stop)
+
+    def _resume(
+        self,
+        tracked: TrackedRun,
+        report: TrainingProgress,
+        should_stop: Callable[[], bool] | None,
+    ) -> TrainingOutcome:
         spec = read_run_file(self.workspace, tracked.run_id)
         folder = run_dir(self.workspace, tracked.run_id)
         state = state_of(tracked)
@@ -257,7 +274,7 @@ class Training:
                 f"the weights of {spec['base']['uri']} changed since the run started "
                 f"({spec['base']['digest'][:19]} -> {checkpoint.digest[:19]})"
             )
-        args = TrainArgs.model_validate(spec["args"])
+        args = check_args(spec["args"])
         self.tracker.set_status(tracked.run_id, "RUNNING")
         self.tracker.set_tags(
             tracked.run_id, {"slmops.state": "running", "slmops.pid": os.getpid()}
@@ -313,17 +330,25 @@ class Training:
                 run_id, trainable, train_set, heldout_set, args, report, should_stop, resume
             )
         except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._mark_ended(run_id, interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
+        if not result.state.finished:  # stopped on request, after a checkpoint
+            self._mark_ended(run_id, interrupted=True)
+            return TrainingOutcome(run_id, "interrupted", result.state, None, folder, {})
+        try:
+            return self._finish(run_id, trainable, result, folder, report)
+        except BaseException:
+            self._mark_ended(run_id, interrupted=False)
+            raise
+
+    def _mark_ended(self, run_id: str, *, interrupted: bool) -> None:
+        """Record how a run ended early; a tracking store that fails now must not hide the
+        error that ended the run."""
+        with contextlib.suppress(Exception):
             self.tracker.set_tags(
                 run_id, {"slmops.state": "interrupted" if interrupted else "failed"}
             )
             self.tracker.set_status(run_id, "KILLED" if interrupted else "FAILED")
-            raise
-        if not result.state.finished:  # stopped on request, after a checkpoint
-            self.tracker.set_tags(run_id, {"slmops.state": "interrupted"})
-            self.tracker.set_status(run_id, "KILLED")
-            return TrainingOutcome(run_id, "interrupted", result.state, None, folder, {})
-        return self._finish(run_id, trainable, result, folder, report)
 
     def _fit(
         self,
@@ -344,11 +369,11 @@ class Training:
                 report.begin(run_id, int(metrics["total_steps"]), state.step - 1)
                 begun = True
             logged = {k: v for k, v in metrics.items() if k != "total_steps"}
-            self.tracker.log_metrics(run_id, logged, state.step)
+            self._log_best_effort(run_id, logged, state.step)
             report.step(state, metrics)
 
         def on_epoch(state: TrainState, metrics: dict[str, float]) -> None:
-            self.tracker.log_metrics(run_id, metrics, state.step)
+            self._log_best_effort(run_id, metrics, state.step)
             report.epoch(state, metrics)
 
         return fit(
@@ -362,6 +387,14 @@ class Training:
             on_epoch=on_epoch,
             should_stop=should_stop,
         )
+
+    def _log_best_effort(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        """A metric the store failed to take is lost, not the training: a resumed run logs
+        the steps since its checkpoint again anyway."""
+        try:
+            self.tracker.log_metrics(run_id, metrics, step)
+        except Exception as exc:
+            log.warning("metrics of step %s not recorded: %s", step, exc)
 
     def _finish(
         self,
@@ -478,6 +511,26 @@ def _local_files(uri: str) -> list[Path]:
     if parsed.scheme in ("gguf", "hf"):
         files.append(Path(parsed.location).expanduser())
     return files
+
+
+@contextlib.contextmanager
+def _training_lock(folder: Path, run_id: str) -> Iterator[None]:
+    """One process trains a run at a time (two resumes of one run would write the same
+    checkpoints)."""
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ".training.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"training run {run_id[:12]} is being trained by another process"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def state_of(run: TrackedRun) -> str:

@@ -180,6 +180,9 @@ def _trace_example(
     node: str | None,
     built: BuiltExamples,
 ) -> TrainExample | None:
+    if (trace.get("attributes") or {}).get("slmops.shadow_of"):
+        built.skip("a shadow run (another version's answer, never sent)")
+        return None
     root = next((s for s in span_rows if s["parent_id"] is None), None)
     if root is not None and _refused(root["attributes"].get("slmops.output")):
         built.skip("refused")
