@@ -20,6 +20,8 @@ LAYERS = [
     "apps",
     "eval",
     "train",
+    "registry",
+    "monitor",
     "serve",
     "cli",
 ]

@@ -199,13 +199,19 @@ class Stack(Step[Any, Any]):
         return None
 
     async def astream(
-        self, value: Any, *, on_finish: Callable[[Any, str], None] | None = None
+        self,
+        value: Any,
+        *,
+        on_finish: Callable[[Any, str], None] | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> AsyncIterator[str]:
         """Run the stack, yielding the streaming node's text as the model produces it; the
         nodes after it (citations) run once it is complete. ``on_finish(output, trace_id)``
-        receives the stack's output. Consume it within one task (one ``asyncio.run``)."""
+        receives the stack's output; ``attributes`` go on the run's root span (a server's
+        request id). Consume it within one task (one ``asyncio.run``)."""
         streamer = self.streaming_node()
-        with self._traced(attributes={"slmops.stream": True}) as (path, span, _runtime):
+        extra = {"slmops.stream": True, **(attributes or {})}
+        with self._traced(attributes=extra) as (path, span, _runtime):
             span.add_event("state", {"state": StepState.INIT.value})
             validated = self._validate_input(value, path)
             span.set_attribute("slmops.input", self._dump(self._input_adapter, validated))

@@ -32,6 +32,7 @@ from slmops.eval.metrics import JudgeScore
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 from slmops.eval.squad import read_squad
+from slmops.monitor.trace_data import cases_from_traces
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
@@ -51,6 +52,40 @@ def dataset_add_command(
         version, created = Datasets(ws).add(name, cases, message=message)
     verb = "committed" if created else "unchanged, already"
     console.print(f"{version.ref} {verb}: {version.cases} cases")
+
+
+@dataset_app.command("from-traces")
+def dataset_from_traces_command(
+    stack: str = typer.Argument(..., help="The stack whose rated traces become cases."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name to version."),
+    feedback: str = typer.Option(
+        "negative",
+        "--feedback",
+        help="Which rated traces, comma-separated: negative, positive, corrected, reviewed, any.",
+    ),
+    with_corrections: bool = typer.Option(
+        False, "--with-corrections", help="Only traces someone corrected (the reference)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many cases."),
+    message: str = typer.Option("", "--message", "-m", help="Version message."),
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Store rated production traces as a dataset version: input, the correction (or an
+    answer rated good) as reference, labels as tags, trace and retrieved chunks kept."""
+    kinds = [kind.strip() for kind in feedback.split(",") if kind.strip()]
+    with open_workspace(workspace) as ws:
+        cases, chosen = cases_from_traces(
+            ws.engine, stack, kinds, with_corrections=with_corrections, limit=limit
+        )
+        note = message or f"{len(cases)} {'/'.join(kinds)} traces of {stack}"
+        version, created = Datasets(ws).add(dataset, cases, message=note, source="feedback")
+    for reason, count in chosen.skipped.items():
+        console.print(f"[yellow]left out[/] {count}: {escape(reason)}")
+    with_reference = sum(case.reference is not None for case in cases)
+    verb = "committed" if created else "unchanged, already"
+    console.print(
+        f"{version.ref} {verb}: {version.cases} cases ({with_reference} with a reference)"
+    )
 
 
 @dataset_app.command("list")

@@ -10,10 +10,13 @@ from rich.markup import escape
 from slmops.cli import (
     data,
     evaluate,
+    feedback,
     graph,
     model,
+    monitor,
     prompt,
     quickstart,
+    review,
     serve,
     stacks,
     trace,
@@ -35,6 +38,7 @@ app.command("init")(stacks.init_command)
 app.command("run")(stacks.run_command)
 app.command("chat")(stacks.chat_command)
 app.command("serve")(serve.serve_command)
+app.command("review")(review.review_command)
 app.add_typer(stacks.app, name="stack")
 app.add_typer(trace.app, name="trace")
 app.add_typer(data.app, name="data")
@@ -42,6 +46,8 @@ app.add_typer(prompt.app, name="prompt")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(train.app, name="train")
 app.add_typer(model.app, name="model")
+app.add_typer(feedback.app, name="feedback")
+app.add_typer(monitor.app, name="monitor")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from slmops.errors import ConfigError
 from slmops.serve.app import ServeConfig, create_app
 from slmops.serve.following import parse_canary, parse_shadow
 from slmops.serve.logs import configure_json_logging
+from slmops.serve.monitoring import MonitorConfig
 from slmops.serve.server import build_catalog, read_keys_file, uvicorn_config
 
 log = logging.getLogger("slmops.serve")
@@ -42,9 +43,19 @@ def serve_command(
     follow_interval: float = typer.Option(
         1.0, help="Seconds between checks of followed registry aliases."
     ),
+    monitor_share: float = typer.Option(
+        0.1, help="Share of stack answers scored online in the background (0 turns it off)."
+    ),
+    monitor_interval: float = typer.Option(
+        30.0, help="Seconds between refreshes of monitored figures and alert evaluations."
+    ),
+    monitor: bool = typer.Option(
+        True, "--monitor/--no-monitor", help="Online scoring, monitored gauges and alerts."
+    ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
-    """Serve models and app stacks over the OpenAI API (chat, completions, embeddings)."""
+    """Serve models and app stacks over the OpenAI API (chat, completions, embeddings), with
+    POST /v1/feedback and the monitor."""
     if not (model or stack or embedder):
         model, embedder = ["local:smollm2-135m"], ["local:all-minilm-l6-v2"]
     keys = [*api_key, *(read_keys_file(keys_file) if keys_file else [])]
@@ -54,6 +65,8 @@ def serve_command(
         raise ConfigError("--max-queue must be >= 0, --max-body-bytes and --max-tokens >= 1")
     if follow_interval <= 0:
         raise ConfigError("--follow-interval must be above 0 seconds")
+    if not 0 <= monitor_share <= 1 or monitor_interval <= 0:
+        raise ConfigError("--monitor-share must be within 0-1 and --monitor-interval above 0")
     challenger = parse_canary(canary) if canary else None
     shadowing = parse_shadow(shadow) if shadow else None
     ws = open_workspace(workspace)
@@ -75,6 +88,9 @@ def serve_command(
         cors_origins=tuple(cors_origin),
         canary=challenger,
         shadow=shadowing,
+        monitor=MonitorConfig(share=monitor_share, interval_s=monitor_interval)
+        if monitor
+        else None,
     )
     app = create_app(catalog, Runtime.from_workspace(ws), config)
     log.info(

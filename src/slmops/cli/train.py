@@ -28,6 +28,7 @@ from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.core.tracing import Tracer
 from slmops.errors import ConfigError
+from slmops.monitor.trace_data import training_choice
 from slmops.train.args import LoraArgs, TrainArgs, check_args
 from slmops.train.checkpoints import TrainState
 from slmops.train.datasets import TrainDatasets, read_examples
@@ -54,6 +55,13 @@ def data_command(
     ),
     from_traces: str | None = typer.Option(
         None, "--from-traces", help="A stack whose stored, unrefused runs become examples."
+    ),
+    feedback: str | None = typer.Option(
+        None,
+        "--feedback",
+        help="With --from-traces: only traces rated so, comma-separated: positive, corrected, "
+        "reviewed, negative, any (corrections replace the model's answer; a trace rated bad "
+        "without a correction is never used).",
     ),
     stack: str | None = typer.Option(
         None, "--stack", "-s", help="With --from-dataset: the stack whose prompt is rendered."
@@ -105,7 +113,20 @@ def data_command(
             source = "dataset"
         else:
             assert from_traces is not None
-            built, source = examples_from_traces(ws, from_traces, node=node), "traces"
+            keep: set[str] | None = None
+            replies: dict[str, str] = {}
+            if feedback is not None:
+                keep, replies = training_choice(ws.engine, from_traces, _kinds(feedback))
+            built = examples_from_traces(
+                ws,
+                from_traces,
+                node=node,
+                keep=None if keep is None else lambda trace, _spans: trace["trace_id"] in keep,
+                replies=replies,
+            )
+            if feedback is not None:
+                built.lineage.update(feedback=feedback, corrected=len(replies))
+            source = "traces"
         version, created = TrainDatasets(ws).add(
             name,
             built.examples,
@@ -121,6 +142,10 @@ def data_command(
         f"{version.ref} {verb}: {version.examples} {version.format} examples "
         f"({version.train} train, {version.heldout} held out)"
     )
+
+
+def _kinds(text: str) -> list[str]:
+    return [kind.strip() for kind in text.split(",") if kind.strip()]
 
 
 @app.command("datasets")

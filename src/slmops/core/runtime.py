@@ -12,6 +12,7 @@ from pathlib import Path
 
 from slmops.core.cache import RedisStepCache, SQLStepCache, StepCache
 from slmops.core.tracing import Tracer
+from slmops.store.redaction import Redactor
 from slmops.store.workspace import Workspace
 
 
@@ -29,7 +30,8 @@ class Runtime:
             cache = RedisStepCache(settings.cache_url)
         else:
             cache = SQLStepCache(workspace.engine)
-        tracer = Tracer(workspace.engine, otlp_endpoint=settings.otlp_endpoint)
+        redactor = Redactor.from_settings(settings.redact, settings.redact_patterns)
+        tracer = Tracer(workspace.engine, otlp_endpoint=settings.otlp_endpoint, redactor=redactor)
         return cls(tracer=tracer, cache=cache, workspace=workspace)
 
     @classmethod

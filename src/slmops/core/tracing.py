@@ -5,6 +5,10 @@ apply (``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.input
 ...); slmops' own attributes live under ``slmops.*``. Each run's spans are buffered and
 written in one transaction when its root span ends, so a stored trace is always whole, and
 an optional OTLP exporter sends the same spans to Phoenix, Langfuse or any collector.
+
+With a :class:`~slmops.store.redaction.Redactor` (the workspace's ``redact`` settings), both
+paths get redacted copies of the spans, so neither the store nor a collector ever sees the
+raw text; without one, spans go out as they are, with no copy made.
 """
 
 from __future__ import annotations
@@ -12,18 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, Status, StatusCode
 from sqlalchemy import Engine, insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from slmops.store.redaction import Redactor
 from slmops.store.schema import spans as spans_table
 from slmops.store.traces import save_trace
 
@@ -39,6 +45,71 @@ def to_attribute(value: Any) -> str:
     if len(text) > MAX_ATTRIBUTE_CHARS:
         return text[:MAX_ATTRIBUTE_CHARS] + f"... [{len(text) - MAX_ATTRIBUTE_CHARS} chars cut]"
     return text
+
+
+NOT_REDACTED = frozenset(
+    {"slmops.request_id", "slmops.shadow_of", "slmops.step.kind", "slmops.state"}
+)
+"""Attributes that hold identifiers other records are joined on (feedback finds its trace by
+request id), never prompt or answer text: redaction leaves them alone."""
+
+
+def _redacted_attributes(
+    attributes: Mapping[str, Any] | None, redactor: Redactor
+) -> dict[str, Any]:
+    redacted: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        if key in NOT_REDACTED:
+            redacted[key] = value
+        elif isinstance(value, str):
+            redacted[key] = redactor.redact_json(value)  # inputs and outputs are JSON text
+        elif isinstance(value, (tuple, list)):
+            redacted[key] = tuple(redactor.redact(v) if isinstance(v, str) else v for v in value)
+        else:
+            redacted[key] = value
+    return redacted
+
+
+def redacted_span(span: ReadableSpan, redactor: Redactor) -> ReadableSpan:
+    """A copy of a finished span with every string attribute value, event attribute value and
+    the status description (an error message can quote the input) redacted."""
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redactor.redact(status.description))
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redacted_attributes(span.attributes, redactor),
+        events=[
+            Event(event.name, _redacted_attributes(event.attributes, redactor), event.timestamp)
+            for event in span.events
+        ],
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Exports redacted copies of spans through another exporter (OTLP, in-memory, ...)."""
+
+    def __init__(self, exporter: SpanExporter, redactor: Redactor) -> None:
+        self.exporter = exporter
+        self.redactor = redactor
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.exporter.export([redacted_span(span, self.redactor) for span in spans])
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 def _span_row(span: ReadableSpan) -> dict[str, Any]:
@@ -67,10 +138,12 @@ def _span_row(span: ReadableSpan) -> dict[str, Any]:
 
 
 class StoreSpanProcessor(SpanProcessor):
-    """Buffers the spans of each trace and saves them when the trace's root span ends."""
+    """Buffers the spans of each trace and saves them when the trace's root span ends,
+    redacted first when given a (truthy) redactor."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, redactor: Redactor | None = None) -> None:
         self._engine = engine
+        self._redactor = redactor if redactor else None
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
@@ -78,6 +151,8 @@ class StoreSpanProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
+        if self._redactor is not None:
+            span = redacted_span(span, self._redactor)
         row = _span_row(span)
         trace_id = row["trace_id"]
         with self._lock:
@@ -125,20 +200,30 @@ class StoreSpanProcessor(SpanProcessor):
 
 class Tracer:
     """Creates spans for step runs; stores them when given an engine, exports them over
-    OTLP/HTTP when given an endpoint (needs the ``otlp`` extra)."""
+    OTLP/HTTP when given an endpoint (needs the ``otlp`` extra). A truthy ``redactor``
+    redacts what is stored and what is exported alike."""
 
-    def __init__(self, engine: Engine | None = None, *, otlp_endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        otlp_endpoint: str | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.redactor = redactor if redactor else None
+        """The redactor applied to stored and exported spans; None when nothing is redacted."""
         self._provider = TracerProvider(resource=Resource.create({"service.name": "slmops"}))
-        self._store = StoreSpanProcessor(engine) if engine is not None else None
+        self._store = StoreSpanProcessor(engine, self.redactor) if engine is not None else None
         if self._store is not None:
             self._provider.add_span_processor(self._store)
         if otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            self._provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint))
-            )
+            exporter: SpanExporter = OTLPSpanExporter(endpoint=otlp_endpoint)
+            if self.redactor is not None:
+                exporter = RedactingSpanExporter(exporter, self.redactor)
+            self._provider.add_span_processor(BatchSpanProcessor(exporter))
         self._tracer = self._provider.get_tracer("slmops")
 
     @contextmanager

@@ -25,10 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slmops.apps.stack import Stack
 from slmops.core.runtime import Runtime, use_runtime
-from slmops.errors import ModelError, SlmopsError, StepInputError
+from slmops.errors import ModelError, NotFoundError, SlmopsError, StepInputError
 from slmops.models.base import ChatMessage, ChatModel, Embedder, GenerationParams
+from slmops.models.loading import load_embedder
 from slmops.models.resolvers import redirected
 from slmops.models.uri import parse_model_uri
+from slmops.monitor.feedback import FeedbackError, parse_feedback, record_feedback
 from slmops.serve.admission import Admission, QueueFullError
 from slmops.serve.errors import APIError, api_error_handler, unknown_model, validation_error_handler
 from slmops.serve.following import AliasFollower, Challenger, canary_for
@@ -41,6 +43,7 @@ from slmops.serve.generation import (
     stream_stack,
 )
 from slmops.serve.metrics import ServerMetrics
+from slmops.serve.monitoring import MonitorConfig, ServerMonitor
 from slmops.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -62,6 +65,7 @@ class ServeConfig:
     remote_concurrency: int = 8  # requests in flight at once to an OpenAI-compatible upstream
     canary: Challenger | None = None  # a share of requests answered by another version
     shadow: Challenger | None = None  # another version answers too, into the traces only
+    monitor: MonitorConfig | None = field(default_factory=MonitorConfig)  # None: no monitor
 
 
 @dataclass
@@ -183,17 +187,36 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
     def switched(alias: str, old: str, new: str) -> None:
         metrics.alias_switches.labels(alias, old, new).inc()
 
+    monitor = (
+        ServerMonitor(
+            runtime.workspace,
+            [stack.stack_name for stack in catalog.stacks.values()],
+            metrics,
+            config.monitor,
+            embed=_monitor_embedder(catalog, runtime),
+        )
+        if config.monitor is not None and runtime.workspace is not None
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watcher = None
         if catalog.follower is not None:
             catalog.follower.on_switch = switched
             watcher = asyncio.create_task(catalog.follower.run())
+        monitoring = None
+        if monitor is not None:
+            monitor.start()
+            monitoring = asyncio.create_task(monitor.run())
         state["ready"] = True
         yield
         state["ready"] = False  # shutting down: stop advertising readiness
         if watcher is not None:
             watcher.cancel()
+        if monitoring is not None and monitor is not None:
+            monitoring.cancel()
+            await asyncio.to_thread(monitor.stop)
         for task in list(background):
             task.cancel()
 
@@ -247,9 +270,46 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
         metrics.queue_depth.labels(model="local").set(local.waiting)
+        if monitor is not None:
+            monitor.count_scorer()
         for name, admission in remote.items():
             metrics.queue_depth.labels(model=name).set(admission.waiting)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/feedback", dependencies=guarded, status_code=201)
+    async def post_feedback(request: Request) -> JSONResponse:
+        """Rate an answer: by trace id or request id, a score (thumbs 0/1 or stars 1-5), a
+        comment, a corrected answer, labels. Validated whole before anything is stored."""
+        if runtime.workspace is None:
+            raise APIError(503, "this server has no workspace to store feedback in")
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise APIError(400, "the body is not JSON", code="invalid_json") from None
+        try:
+            given = parse_feedback(body)
+            redactor = runtime.tracer.redactor
+            stored = await asyncio.to_thread(
+                record_feedback,
+                runtime.workspace.engine,
+                given,
+                redact=redactor.redact if redactor else None,
+            )
+        except FeedbackError as exc:
+            raise APIError(400, str(exc), code="invalid_feedback") from None
+        except NotFoundError as exc:
+            raise APIError(404, str(exc), param="trace_id", code="trace_not_found") from None
+        return JSONResponse(
+            {
+                "object": "feedback",
+                "id": stored["id"],
+                "trace_id": stored["trace_id"],
+                "stack": stored["stack"],
+                "source": stored["source"],
+                "score": stored["score"],
+            },
+            status_code=201,
+        )
 
     @app.get("/v1/models", dependencies=guarded)
     async def list_models() -> dict[str, Any]:
@@ -344,6 +404,8 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
                 metrics.versions.labels(body.model, report.answered_by, str(report.canary)).inc()
             if status == "200":
                 shadow_of(report)
+                if monitor is not None and body.model in catalog.stacks and report.trace_id:
+                    monitor.offer(report.trace_id)
             metrics.requests.labels(endpoint, body.model, status).inc()
             metrics.latency.labels(endpoint, body.model).observe(time.perf_counter() - started)
             metrics.tokens.labels(body.model, "prompt").inc(report.prompt_tokens)
@@ -558,6 +620,24 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         }
 
     return app
+
+
+def _monitor_embedder(catalog: Catalog, runtime: Runtime) -> Any:
+    """The embedder drift compares questions with: the workspace's, when this server has it
+    loaded already (drift is then free of a second copy); else the workspace default, loaded
+    on first use in the monitor's thread."""
+    workspace = runtime.workspace
+    if workspace is None:
+        return None
+    uri = workspace.settings.embedder
+    served = catalog.embedders.get(uri)
+    if served is not None:
+        return served.embed
+
+    def embed(texts: Any) -> Any:
+        return load_embedder(uri).embed(texts)
+
+    return embed
 
 
 def _encode(vector: Any, encoding: str) -> list[float] | str:

@@ -191,7 +191,11 @@ async def stream_stack(
     started = time.perf_counter()
     done: list[tuple[Any, str]] = []
     streamed = False
-    async for piece in stack.astream(value, on_finish=lambda out, tid: done.append((out, tid))):
+    async for piece in stack.astream(
+        value,
+        on_finish=lambda out, tid: done.append((out, tid)),
+        attributes={"slmops.request_id": request_id},
+    ):
         if report.time_to_first_token_s is None:
             report.time_to_first_token_s = time.perf_counter() - started
         streamed = True

@@ -62,6 +62,25 @@ class ServerMetrics:
             ["alias", "from_version", "to_version"],
             registry=self.registry,
         )
+        self.monitor_figure = Gauge(
+            "slmops_monitor_figure",
+            "Monitored figures of a stack over the monitor window (quality, refusals, latency, "
+            "tokens, feedback, drift): see 'slmops monitor'.",
+            ["stack", "figure"],
+            registry=self.registry,
+        )
+        self.monitor_traces = Counter(
+            "slmops_monitor_traces",
+            "Traces offered to online evaluation, and what became of them.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.alerts_firing = Gauge(
+            "slmops_alerts_firing",
+            "Alert rules of a stack now firing.",
+            ["stack"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "slmops_requests_in_flight", "Requests being served.", registry=self.registry
         )

@@ -201,3 +201,70 @@ model_alias_events = Table(
     Column("evidence", JSON, nullable=False),  # eval run ids, gate results
     Column("created_at", Float, nullable=False),
 )
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # No foreign key: feedback outlives its trace when retention deletes old traces.
+    Column("trace_id", String(32), nullable=False, index=True),
+    Column("stack", String(255), nullable=False, index=True),  # the trace's name
+    Column("source", String(16), nullable=False),  # user | reviewer
+    Column("scale", String(8), nullable=False),  # thumbs (0/1) | stars (1-5)
+    Column("raw_score", Integer),  # as given; None: a comment or correction only
+    Column("score", Float),  # raw_score mapped to 0-1
+    Column("comment", Text),
+    Column("correction", Text),  # the answer it should have been
+    Column("labels", JSON, nullable=False, default=list),
+    Column("author", String(100)),
+    Column("request_id", String(128)),
+    Column("created_at", Float, nullable=False, index=True),
+)
+
+monitor_scores = Table(
+    "monitor_scores",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("stack", String(255), nullable=False, index=True),
+    Column("value", Float),  # None: the metric does not apply to this trace
+    Column("trace_started_at", Float, nullable=False, index=True),
+    Column("scored_at", Float, nullable=False),
+)
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("stack", String(255), nullable=False, index=True),
+    Column("expression", Text, nullable=False),  # as the user wrote it
+    Column("figure", String(64), nullable=False),
+    Column("op", String(2), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("for_s", Float, nullable=False),  # how long the condition must hold
+    Column("window_s", Float, nullable=False),  # the figure's window
+    Column("notify", JSON, nullable=False, default=list),  # webhook:URL, log
+    Column("state", String(16), nullable=False),  # ok | pending | firing
+    Column("since", Float),  # when the condition began to hold (pending/firing)
+    Column("created_at", Float, nullable=False),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule_id", Integer, ForeignKey("alert_rules.id", ondelete="CASCADE"), index=True),
+    Column("state", String(16), nullable=False),  # firing | resolved
+    Column("value", Float),
+    Column("at", Float, nullable=False, index=True),
+    Column("deliveries", JSON, nullable=False, default=dict),  # target -> ok | error text
+)
+
+monitor_rollups = Table(
+    "monitor_rollups",
+    metadata,
+    # Hourly aggregates kept when retention deletes the traces they summarize.
+    Column("stack", String(255), primary_key=True),
+    Column("hour", Float, primary_key=True),  # unix seconds at the hour's start
+    Column("figures", JSON, nullable=False),  # counts and sums (see monitor/rollups.py)
+)

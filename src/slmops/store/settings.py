@@ -9,9 +9,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from slmops.errors import ConfigError
+from slmops.store.redaction import check_kinds, compile_pattern
 
 CONFIG_FILE_NAME = "config.toml"
 _ENV_PREFIX = "SLMOPS_"
+_ENV_LISTS = frozenset({"redact"})
+"""Fields whose environment override is a comma-separated list."""
+_TOML_ONLY = frozenset({"redact_patterns"})
+"""Fields that cannot be set from the environment (see each field's docstring)."""
 
 
 class Settings(BaseModel):
@@ -31,12 +36,32 @@ class Settings(BaseModel):
     """MLflow tracking store for training runs; default: SQLite in the workspace (mlflow.db)."""
     chat_model: str = "local:smollm2-135m"
     embedder: str = "local:all-minilm-l6-v2"
+    redact: tuple[str, ...] = ()
+    """What to remove from prompts and answers before traces (and feedback) are stored or
+    exported: any of ``email``, ``phone``, ``api_key``; each match becomes
+    ``[REDACTED:<kind>]``. ``SLMOPS_REDACT`` takes them comma-separated (``email,phone``)."""
+    redact_patterns: tuple[str, ...] = ()
+    """Custom regular expressions (Python syntax) redacted like :attr:`redact`, as
+    ``[REDACTED:custom]``. Set in ``config.toml`` only: a comma can be part of a regex, so
+    there is no unambiguous way to list them in one environment variable."""
 
     @field_validator("cache_url")
     @classmethod
     def _known_cache_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "sql")):
             raise ValueError("must be unset, 'sql' or a redis:// URL")
+        return value
+
+    @field_validator("redact")
+    @classmethod
+    def _known_redaction_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_kinds(value)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _valid_redaction_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            compile_pattern(pattern)
         return value
 
 
@@ -52,8 +77,15 @@ def load_settings(home: Path) -> Settings:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from exc
     for field in Settings.model_fields:
-        env_value = os.environ.get(_ENV_PREFIX + field.upper())
-        if env_value:
+        env_name = _ENV_PREFIX + field.upper()
+        env_value = os.environ.get(env_name)
+        if not env_value:
+            continue
+        if field in _TOML_ONLY:
+            raise ConfigError(f"{env_name} is not read from the environment; set {field} in {path}")
+        if field in _ENV_LISTS:
+            values[field] = [item.strip() for item in env_value.split(",") if item.strip()]
+        else:
             values[field] = env_value
     try:
         return Settings.model_validate(values)

@@ -9,7 +9,7 @@ task it will be asked, not a paraphrase of it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +27,8 @@ Progress = Callable[[int, int], None]
 """Called with (items done, items in all)."""
 
 TraceFilter = Callable[[dict[str, Any], list[dict[str, Any]]], bool]
-"""Decides whether a stored trace (its row and its spans) becomes an example. The seam where
-human feedback (thumbs, corrections) will choose traces once monitoring records it."""
+"""Decides whether a stored trace (its row and its spans) becomes an example: human feedback
+chooses traces through it (see slmops.monitor.trace_data.training_choice)."""
 
 
 @dataclass
@@ -134,10 +134,13 @@ def examples_from_traces(
     node: str | None = None,
     keep: TraceFilter | None = None,
     limit: int | None = None,
+    replies: Mapping[str, str] | None = None,
 ) -> BuiltExamples:
     """One chat example per successful stored run of ``stack_name``: the messages its
     answering model step was sent (``node``, else the last model call) and the reply it gave.
-    Refused answers are left out; ``keep`` chooses among the rest (all by default)."""
+    Refused answers are left out; ``keep`` chooses among the rest (all by default).
+    ``replies`` maps trace ids to corrected answers that replace the model's reply (a
+    corrected refusal is kept: the correction says it should have answered)."""
     with workspace.engine.connect() as connection:
         query = (
             select(traces)
@@ -155,7 +158,9 @@ def examples_from_traces(
                     .order_by(spans.c.start_ns)
                 )
             ]
-            example = _trace_example(trace, span_rows, node, built)
+            example = _trace_example(
+                trace, span_rows, node, built, (replies or {}).get(trace["trace_id"])
+            )
             if example is None:
                 continue
             if keep is not None and not keep(trace, span_rows):
@@ -179,12 +184,14 @@ def _trace_example(
     span_rows: Sequence[dict[str, Any]],
     node: str | None,
     built: BuiltExamples,
+    correction: str | None = None,
 ) -> TrainExample | None:
     if (trace.get("attributes") or {}).get("slmops.shadow_of"):
         built.skip("a shadow run (another version's answer, never sent)")
         return None
     root = next((s for s in span_rows if s["parent_id"] is None), None)
-    if root is not None and _refused(root["attributes"].get("slmops.output")):
+    refused = root is not None and _refused(root["attributes"].get("slmops.output"))
+    if refused and correction is None:
         built.skip("refused")
         return None
     llm_spans = [s for s in span_rows if s["kind"] == "llm" and (node is None or s["name"] == node)]
@@ -194,7 +201,7 @@ def _trace_example(
     attributes = llm_spans[-1]["attributes"]
     try:
         sent = json.loads(attributes["gen_ai.prompt"])
-        reply = json.loads(attributes["slmops.output"])
+        reply = correction if correction is not None else json.loads(attributes["slmops.output"])
         messages = [ChatMessage.model_validate(m) for m in sent]
     except (KeyError, ValueError, TypeError):  # a prompt cut to the attribute limit, say
         built.skip("prompt or reply not stored whole")
@@ -205,7 +212,7 @@ def _trace_example(
     try:
         return TrainExample(
             messages=[*messages, ChatMessage(role="assistant", content=reply)],
-            metadata={"trace_id": trace["trace_id"]},
+            metadata={"trace_id": trace["trace_id"], "corrected": correction is not None},
         )
     except ValueError:
         built.skip("not a valid conversation")

@@ -1,0 +1,1 @@
+"""Monitoring: feedback, online evaluation, drift, alerts, retention."""
