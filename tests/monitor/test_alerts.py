@@ -422,10 +422,30 @@ def test_no_data_is_not_a_breach(workspace, notifier):
     figures.set("faithfulness", 0.3)
     [fired] = evaluate_rules(engine, figures, now=T0 + MIN, notifier=notifier)
     assert fired.state == "firing"
-    figures.set("faithfulness", None)  # traffic stopped
-    [resolved] = evaluate_rules(engine, figures, now=T0 + 2 * MIN, notifier=notifier)
-    assert (resolved.state, resolved.value) == ("resolved", None)
-    assert list_events(engine)[0]["value"] is None
+    figures.set("faithfulness", None)  # traffic stopped: no recovery, no flapping
+    assert evaluate_rules(engine, figures, now=T0 + 2 * MIN, notifier=notifier) == []
+    assert state_of(workspace, rule)[0] == "firing"
+    figures.set("faithfulness", 0.9)
+    [resolved] = evaluate_rules(engine, figures, now=T0 + 3 * MIN, notifier=notifier)
+    assert (resolved.state, resolved.value) == ("resolved", 0.9)
+
+
+def test_an_event_stored_but_never_delivered_is_sent_next_time(workspace, receiver):
+    engine = workspace.engine
+    rule = add_rule(engine, "qa", "faithfulness < 0.6", [receiver.target], FIGURES)
+    figures = Figures()
+    figures.set("faithfulness", 0.3)
+
+    class Crashing(Notifier):
+        def deliver(self, event, targets):
+            raise KeyboardInterrupt  # the process stops between the commit and the webhook
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_rules(engine, figures, now=T0, notifier=Crashing())
+    assert state_of(workspace, rule)[0] == "firing" and receiver.bodies == []
+    assert evaluate_rules(engine, figures, now=T0 + MIN, notifier=Notifier()) == []
+    assert [b["state"] for b in receiver.bodies] == ["firing"]
+    assert list_events(engine)[0]["deliveries"] != {}
 
 
 def test_rules_see_their_own_stack_and_window(workspace, notifier):

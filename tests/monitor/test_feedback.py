@@ -4,6 +4,7 @@ as training choices; figures per window; online scoring; drift of constructed tr
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -51,6 +52,26 @@ def test_feedback_is_stored_per_trace_with_sources_kept_apart(workspace: Workspa
         list_feedback(workspace.engine, kinds=["grumpy"])
 
 
+def test_a_request_id_names_the_answer_sent_not_its_shadow_run(workspace: Workspace) -> None:
+    engine = workspace.engine
+    primary = make_trace(engine, request_id="r-9", started_at=T0)
+    make_trace(engine, request_id="r-9", started_at=T0 + 5)  # a shadow not marked yet
+    make_trace(engine, request_id="r-9", started_at=T0 - 5, attributes={"slmops.shadow_of": "x"})
+    stored = record_feedback(engine, {"request_id": "r-9", "score": 1})
+    assert stored["trace_id"] == primary
+
+
+def test_stopping_the_scorer_does_not_wait_for_a_full_queue(workspace: Workspace) -> None:
+    scorer = OnlineScorer(workspace, share=1.0, max_queue=2)
+    for i in range(5):
+        scorer.offer(f"{i:032x}")  # unknown traces: nothing to score, queue full, 3 dropped
+    assert scorer.dropped == 3
+    scorer.start()
+    started = time.monotonic()
+    scorer.stop(timeout_s=5)
+    assert time.monotonic() - started < 2
+
+
 def test_comments_and_corrections_are_redacted_before_storage(workspace: Workspace) -> None:
     trace = make_trace(workspace.engine)
     redactor = Redactor(["email", "api_key"])
@@ -61,12 +82,14 @@ def test_comments_and_corrections_are_redacted_before_storage(workspace: Workspa
             "score": 0,
             "comment": "mail me at ann@example.com",
             "correction": "use key sk-proj-abc123def456ghi789",
+            "author": "bob@example.com",
         },
         redact=redactor.redact,
     )
     (row,) = list_feedback(workspace.engine)
     assert "ann@example.com" not in row["comment"] and "[REDACTED:email]" in row["comment"]
     assert "sk-proj" not in row["correction"]
+    assert row["author"] == "[REDACTED:email]"
 
 
 def test_rated_traces_become_eval_cases_with_lineage(workspace: Workspace) -> None:

@@ -97,6 +97,7 @@ def test_feedback_by_trace_id_and_by_request_id(served: dict[str, Any]) -> None:
         ({"trace_id": "abcdef1234", "score": 1, "mood": "great"}, 400, "mood"),
         ({"trace_id": "abcdef1234"}, 400, "at least one of score"),
         ("not an object", 400, "invalid feedback"),
+        ({"trace_id": "abcdef1234", "score": 1, "source": "reviewer"}, 400, "slmops review"),
     ],
 )
 def test_bad_feedback_is_refused_and_nothing_is_stored(

@@ -90,6 +90,8 @@ def show_command(
     """Figures per window (traffic, errors, refusals, latency, tokens, relevance, online
     scores, feedback) with a sparkline per figure, and drift of the newest window."""
     step, span = parse_duration(window), parse_duration(last)
+    if step <= 0:
+        raise ConfigError(f"--window {window} must be longer than 0s")
     if span < step:
         raise ConfigError(f"--last {last} is shorter than one --window {window}")
     if span / step > 500:
@@ -283,11 +285,17 @@ def check_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Evaluate every alert rule now (the server does this on its own every 30 s)."""
+    if watch is not None and watch <= 0:
+        raise ConfigError("--watch needs a number of seconds above 0")
     with open_workspace(workspace) as ws:
-        lookup = figure_of(ws, _embedder(ws))
         notifier = Notifier()
+        embed = (
+            _embedder(ws)
+            if any(r["figure"] in DRIFT_FIGURES for r in list_rules(ws.engine))
+            else None
+        )
         while True:
-            events = evaluate_rules(ws.engine, lookup, notifier=notifier)
+            events = evaluate_rules(ws.engine, figure_of(ws, embed), notifier=notifier)
             for event in events:
                 console.print(
                     f"{when(event.at)} rule {event.rule_id} {event.state}: "

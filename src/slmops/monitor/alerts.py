@@ -428,6 +428,48 @@ def _transition(
     return ("pending", start, None) if state != "pending" else None
 
 
+def _undelivered(engine: Engine, stack: str | None, now: float) -> list[tuple[Event, list[str]]]:
+    """Events stored but never delivered (the process stopped between the commit and the
+    webhook): they are sent with the next evaluation, so no firing goes unannounced."""
+    query = (
+        select(
+            alert_events.c.id,
+            alert_events.c.rule_id,
+            alert_events.c.state,
+            alert_events.c.value,
+            alert_events.c.at,
+            alert_events.c.deliveries,
+            alert_rules.c.stack,
+            alert_rules.c.expression,
+            alert_rules.c.figure,
+            alert_rules.c.threshold,
+            alert_rules.c.notify,
+        )
+        .join(alert_rules, alert_rules.c.id == alert_events.c.rule_id)
+        .order_by(alert_events.c.id)
+    )
+    if stack is not None:
+        query = query.where(alert_rules.c.stack == stack)
+    pending: list[tuple[Event, list[str]]] = []
+    with engine.connect() as connection:
+        for row in connection.execute(query.where(alert_events.c.at >= now - 86_400)):
+            if row.deliveries:
+                continue
+            event = Event(
+                int(row.id),
+                int(row.rule_id),
+                row.stack,
+                row.expression,
+                row.figure,
+                row.state,
+                row.value,
+                row.threshold,
+                row.at,
+            )
+            pending.append((event, list(row.notify or [])))
+    return pending
+
+
 def evaluate_rules(
     engine: Engine,
     figure_of: FigureOf,
@@ -445,6 +487,7 @@ def evaluate_rules(
     """
     now = time.time() if now is None else now
     notifier = notifier or Notifier()
+    retried = _undelivered(engine, stack, now)
     events: list[tuple[Event, list[str]]] = []
     for rule in list_rules(engine, stack):
         spec = _spec_of(rule)
@@ -459,6 +502,8 @@ def evaluate_rules(
             )
             continue
         value = None if value is None else float(value)
+        if value is None and rule["state"] == "firing":
+            continue  # no traffic is no recovery: resolving would flap with every quiet gap
         change = _transition(rule, spec.breached(value), now)
         if change is None:
             continue
@@ -499,7 +544,7 @@ def evaluate_rules(
             now,
         )
         events.append((event, list(rule["notify"] or [])))
-    for event, targets in events:  # after commit: a slow webhook holds no transaction open
+    for event, targets in [*retried, *events]:  # after commit: no transaction held open
         event.deliveries = notifier.deliver(event, targets)
         with engine.begin() as connection:
             connection.execute(

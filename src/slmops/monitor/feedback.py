@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import Engine, and_, case, func, insert, or_, select
+from sqlalchemy import Engine, and_, insert, or_, select
 
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.store.schema import feedback, traces
@@ -119,11 +119,16 @@ def find_trace(engine: Engine, *, trace_id: str | None, request_id: str | None) 
             ).all()
             what = f"trace id {trace_id!r}"
         else:
+            # The first trace of the request: a shadow run repeats the request id later
+            # (and is marked a shadow only after it is stored), and nobody saw its answer.
             rows = connection.execute(
                 select(traces.c.trace_id, traces.c.name)
-                .where(traces.c.attributes["slmops.request_id"].as_string() == request_id)
-                .order_by(traces.c.started_at.desc())
-                .limit(2)
+                .where(
+                    traces.c.attributes["slmops.request_id"].as_string() == request_id,
+                    traces.c.attributes["slmops.shadow_of"].as_string().is_(None),
+                )
+                .order_by(traces.c.started_at)
+                .limit(1)
             ).all()
             what = f"request id {request_id!r}"
     if not rows:
@@ -155,7 +160,7 @@ def record_feedback(
         "comment": clean(item.comment) if item.comment else None,
         "correction": clean(item.correction) if item.correction else None,
         "labels": item.labels,
-        "author": item.author,
+        "author": clean(item.author) if item.author else None,
         "request_id": item.request_id,
         "created_at": time.time() if now is None else now,
     }
@@ -222,18 +227,3 @@ def feedback_by_trace(
         for row in connection.execute(query):
             grouped.setdefault(row.trace_id, []).append(dict(row._mapping))
     return grouped
-
-
-def feedback_counts(engine: Engine, stack: str, since: float, until: float) -> tuple[int, int]:
-    """(positive, scored) feedback on traces of ``stack`` given in [since, until)."""
-    query = select(
-        func.count(feedback.c.score), func.sum(case((feedback.c.score >= 0.5, 1), else_=0))
-    ).where(
-        feedback.c.stack == stack,
-        feedback.c.created_at >= since,
-        feedback.c.created_at < until,
-        feedback.c.score.is_not(None),
-    )
-    with engine.connect() as connection:
-        scored, positive = connection.execute(query).one()
-    return int(positive or 0), int(scored or 0)

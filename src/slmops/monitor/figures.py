@@ -39,6 +39,11 @@ BASE_FIGURES: dict[str, str] = {
 }
 
 
+NOT_SHADOW = traces.c.attributes["slmops.shadow_of"].as_string().is_(None)
+"""Traces that answered someone: a shadow run (another version repeating a request after
+the answer was sent) is no traffic, and counting it would mix two versions' figures."""
+
+
 def _bucket(latency_ms: float) -> int:
     return math.floor(math.log(max(latency_ms, 1.0), _BUCKET_GROWTH))
 
@@ -144,7 +149,10 @@ def live_tally(source: Engine | Connection, stack: str, start: float, end: float
     rollups are not counted (:func:`tally` adds them)."""
     counted = Tally()
     in_window = and_(
-        traces.c.name == stack, traces.c.started_at >= start, traces.c.started_at < end
+        traces.c.name == stack,
+        traces.c.started_at >= start,
+        traces.c.started_at < end,
+        NOT_SHADOW,
     )
     with _connected(source) as connection:
         for status, duration in connection.execute(
@@ -240,12 +248,3 @@ def windows(start: float, end: float, step_s: float) -> list[tuple[float, float]
         bounds.append((left, right))
         right = left
     return bounds[::-1]
-
-
-def monitored_stacks(engine: Engine) -> list[str]:
-    """Names of everything with stored traces (stacks and served models), most traffic first."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(traces.c.name).group_by(traces.c.name).order_by(func.count().desc())
-        )
-        return [row[0] for row in rows]

@@ -11,6 +11,7 @@ the serving process's model).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import random
@@ -128,6 +129,7 @@ class OnlineScorer:
     _queue: queue.Queue[str | None] = field(init=False)
     _coin: random.Random = field(init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.share <= 1.0:
@@ -155,9 +157,12 @@ class OnlineScorer:
             self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish what is queued (within ``timeout_s``), then stop the thread."""
+        """Stop the thread after the trace it is scoring (what is still queued is left:
+        ``slmops monitor score`` can backfill it)."""
         if self._thread is not None:
-            self._queue.put(None)
+            self._stopping.set()
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)  # wake a worker waiting on an empty queue
             self._thread.join(timeout_s)
             self._thread = None
 
@@ -171,7 +176,7 @@ class OnlineScorer:
         while True:
             trace_id = self._queue.get()
             try:
-                if trace_id is None:
+                if trace_id is None or self._stopping.is_set():
                     return
                 self._score(trace_id)
             except Exception as exc:  # one bad trace must not stop the monitor
@@ -203,7 +208,11 @@ def score_traces(
 ) -> int:
     """Score stored traces of ``stack`` (those not scored yet, unless ``rescore``), newest
     first; returns how many were scored."""
-    query = select(traces.c.trace_id).where(traces.c.name == stack, traces.c.status == "ok")
+    query = select(traces.c.trace_id).where(
+        traces.c.name == stack,
+        traces.c.status == "ok",
+        traces.c.attributes["slmops.shadow_of"].as_string().is_(None),
+    )
     if since is not None:
         query = query.where(traces.c.started_at >= since)
     if not rescore:

@@ -133,8 +133,17 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+_CHUNK = 500
+
+
 def load_records(engine: Engine, trace_ids: Sequence[str]) -> list[TraceRecord]:
     """The records of these traces, in the order given (missing ones are left out)."""
+    if len(trace_ids) > _CHUNK:  # databases cap the parameters of one statement
+        return [
+            record
+            for start in range(0, len(trace_ids), _CHUNK)
+            for record in load_records(engine, trace_ids[start : start + _CHUNK])
+        ]
     if not trace_ids:
         return []
     with engine.connect() as connection:

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, and_, func, select
 from slmops.data.corpus import corpora_for
 from slmops.errors import SlmopsError
 from slmops.monitor import drift
+from slmops.monitor.figures import NOT_SHADOW
 from slmops.monitor.records import question_of
 from slmops.store.schema import spans, traces
 from slmops.store.workspace import Workspace
@@ -55,21 +56,19 @@ class WindowSample:
 def window_sample(
     engine: Engine, stack: str, start: float, end: float, *, max_questions: int = 500
 ) -> WindowSample:
+    """Per-trace values of the window's answered traces (shadow runs left out); questions
+    of at most ``max_questions`` traces, chosen by a seeded order so a report repeats and
+    memory stays bounded whatever the traffic."""
     sample = WindowSample()
     in_window = and_(
-        traces.c.name == stack, traces.c.started_at >= start, traces.c.started_at < end
+        traces.c.name == stack,
+        traces.c.started_at >= start,
+        traces.c.started_at < end,
+        traces.c.status == "ok",
+        NOT_SHADOW,
     )
-    window_ids = select(traces.c.trace_id).where(in_window, traces.c.status == "ok")
+    window_ids = select(traces.c.trace_id).where(in_window)
     with engine.connect() as connection:
-        inputs = [
-            row[0]
-            for row in connection.execute(
-                select(spans.c.attributes["slmops.input"].as_string()).where(
-                    spans.c.trace_id.in_(window_ids), spans.c.parent_id.is_(None)
-                )
-            )
-            if row[0]
-        ]
         sample.lengths = [
             float(row[0] or 0)
             for row in connection.execute(
@@ -87,12 +86,33 @@ def window_sample(
             if relevance is not None:
                 sample.relevance.append(float(relevance))
             sample.refused.append(bool(refused))
+        ids = [row[0] for row in connection.execute(window_ids)]
+        if len(ids) > max_questions:  # seeded, so a report is repeatable
+            ids = random.Random(0).sample(ids, max_questions)
+        inputs = []
+        for first in range(0, len(ids), 500):
+            inputs += [
+                row[0]
+                for row in connection.execute(
+                    select(spans.c.attributes["slmops.input"].as_string()).where(
+                        spans.c.trace_id.in_(ids[first : first + 500]),
+                        spans.c.parent_id.is_(None),
+                    )
+                )
+                if row[0]
+            ]
     questions = [question_of(_loads(text)) for text in inputs]
-    questions = [q for q in questions if q.strip()]
-    if len(questions) > max_questions:  # seeded, so a report is repeatable
-        questions = random.Random(0).sample(questions, max_questions)
-    sample.questions = questions
+    sample.questions = [q for q in questions if q.strip()]
     return sample
+
+
+def _embedded(embed: Embed, texts: Sequence[str], batch: int = 16) -> np.ndarray:
+    """Embeddings in small batches: the embedder is shared with retrieval on the request
+    path, and a request waits at most for one small batch, never for the whole window."""
+    parts = [
+        np.asarray(embed(texts[i : i + batch]), np.float64) for i in range(0, len(texts), batch)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
 def _loads(text: str) -> Any:
@@ -171,7 +191,7 @@ def drift_report(
             reference = (
                 corpus_vectors(workspace, stack)
                 if against_corpus
-                else np.asarray(embed(before.questions), dtype=np.float64)
+                else _embedded(embed, before.questions)
                 if len(before.questions) >= drift.MIN_SAMPLES
                 else None
             )
@@ -180,7 +200,7 @@ def drift_report(
                     f"{len(before.questions)} questions in the baseline; "
                     f"at least {drift.MIN_SAMPLES} needed"
                 )
-            return drift.embedding_drift(reference, np.asarray(embed(now.questions), np.float64))
+            return drift.embedding_drift(reference, _embedded(embed, now.questions))
 
         attempt("query_embedding_mmd", embedding_shift)
     attempt("output_length_ks", lambda: drift.length_shift(before.lengths, now.lengths))

@@ -288,6 +288,10 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             raise APIError(400, "the body is not JSON", code="invalid_json") from None
         try:
             given = parse_feedback(body)
+            if given.source != "user":  # reviewers label through 'slmops review' and the CLI
+                raise FeedbackError(
+                    "source: the API records user feedback; reviewers use 'slmops review'"
+                )
             redactor = runtime.tracer.redactor
             stored = await asyncio.to_thread(
                 record_feedback,

@@ -8,6 +8,7 @@ queue put); figures, drift and alerts are computed in worker threads every ``int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from slmops.core.threads import run_blocking
 from slmops.monitor.alerts import Notifier, evaluate_rules, list_rules
 from slmops.monitor.figures import window_figures
 from slmops.monitor.online import OnlineScorer
-from slmops.monitor.shifts import drift_report
+from slmops.monitor.shifts import DRIFT_FIGURES, drift_report
 from slmops.serve.metrics import ServerMetrics
 from slmops.store.workspace import Workspace
 
@@ -31,25 +32,35 @@ class MonitorConfig:
     interval_s: float = 30.0  # between figure refreshes and alert evaluations
     window_s: float = 900.0  # the window the gauges show
     drift: bool = True  # refresh drift gauges (window against the one before it)
+    drift_interval_s: float = 300.0  # drift embeds questions: less often than the figures
+
+
+Embed = Callable[[Sequence[str]], Any]
 
 
 def figure_of(
-    workspace: Workspace, embed: Callable[[Sequence[str]], Any] | None
+    workspace: Workspace, embed: Embed | None
 ) -> Callable[[str, str, float, float], float | None]:
-    """The figure lookup alert rules use: any window figure or drift figure by name."""
+    """The figure lookup alert rules use: any window figure or drift figure by name. Each
+    (stack, window) is computed once per lookup object, so create one per evaluation."""
+    windows: dict[tuple[str, float, float], dict[str, float | None]] = {}
+    drifts: dict[tuple[str, float, float], dict[str, float | None]] = {}
 
     def lookup(stack: str, figure: str, window_s: float, now: float) -> float | None:
-        figures = window_figures(workspace.engine, stack, now - window_s, now)
-        if figure in figures:
-            return figures[figure]
-        report = drift_report(
-            workspace,
-            stack,
-            (now - window_s, now),
-            (now - 2 * window_s, now - window_s),
-            embed=embed,
-        )
-        return report.figures().get(figure)
+        key = (stack, window_s, now)
+        if figure in DRIFT_FIGURES:
+            if key not in drifts:
+                drifts[key] = drift_report(
+                    workspace,
+                    stack,
+                    (now - window_s, now),
+                    (now - 2 * window_s, now - window_s),
+                    embed=embed,
+                ).figures()
+            return drifts[key].get(figure)
+        if key not in windows:
+            windows[key] = window_figures(workspace.engine, stack, now - window_s, now)
+        return windows[key].get(figure)
 
     return lookup
 
@@ -60,9 +71,10 @@ class ServerMonitor:
     stacks: list[str]  # stack names (as traces name them)
     metrics: ServerMetrics
     config: MonitorConfig = field(default_factory=MonitorConfig)
-    embed: Callable[[Sequence[str]], Any] | None = None
+    embed: Embed | None = None
     scorer: OnlineScorer = field(init=False)
     _counted: dict[str, int] = field(default_factory=dict)
+    _drift_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.scorer = OnlineScorer(self.workspace, share=self.config.share, embed=self.embed)
@@ -80,13 +92,23 @@ class ServerMonitor:
                 self.metrics.monitor_traces.labels(outcome).inc(increase)
             self._counted[outcome] = value
 
+    def _show(self, stack: str, figures: dict[str, float | None]) -> None:
+        for name, value in figures.items():
+            if value is not None:
+                self.metrics.monitor_figure.labels(stack, name).set(value)
+            else:  # no data now: no gauge, rather than the last value forever
+                with contextlib.suppress(KeyError):
+                    self.metrics.monitor_figure.remove(stack, name)
+
     def refresh(self, now: float | None = None) -> None:
-        """Recompute the gauges of every monitored stack and evaluate alert rules."""
+        """Recompute the gauges of every monitored stack (drift every drift_interval_s)
+        and evaluate alert rules."""
         now = time.time() if now is None else now
         window = self.config.window_s
+        redrift = self.config.drift and now - self._drift_at >= self.config.drift_interval_s
         for stack in self.stacks:
-            figures = dict(window_figures(self.workspace.engine, stack, now - window, now))
-            if self.config.drift:
+            self._show(stack, window_figures(self.workspace.engine, stack, now - window, now))
+            if redrift:
                 report = drift_report(
                     self.workspace,
                     stack,
@@ -94,10 +116,9 @@ class ServerMonitor:
                     (now - 2 * window, now - window),
                     embed=self.embed,
                 )
-                figures.update(report.figures())
-            for name, value in figures.items():
-                if value is not None:
-                    self.metrics.monitor_figure.labels(stack, name).set(value)
+                self._show(stack, report.figures())
+        if redrift:
+            self._drift_at = now
         evaluate_rules(
             self.workspace.engine,
             figure_of(self.workspace, self.embed),

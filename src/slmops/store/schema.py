@@ -266,5 +266,5 @@ monitor_rollups = Table(
     # Hourly aggregates kept when retention deletes the traces they summarize.
     Column("stack", String(255), primary_key=True),
     Column("hour", Float, primary_key=True),  # unix seconds at the hour's start
-    Column("figures", JSON, nullable=False),  # counts and sums (see monitor/rollups.py)
+    Column("figures", JSON, nullable=False),  # a Tally (monitor/figures.py)
 )
