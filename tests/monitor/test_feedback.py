@@ -61,6 +61,20 @@ def test_a_request_id_names_the_answer_sent_not_its_shadow_run(workspace: Worksp
     assert stored["trace_id"] == primary
 
 
+def test_the_scorer_waits_for_the_model_to_be_free(workspace: Workspace) -> None:
+    trace = make_trace(workspace.engine, started_at=T0)
+    busy = [True]
+    scorer = OnlineScorer(workspace, share=1.0, idle=lambda: not busy[0], max_wait_s=30)
+    scorer.start()
+    scorer.offer(trace)
+    time.sleep(0.3)
+    assert scorer.scored == 0  # a request is generating: scoring waits
+    busy[0] = False
+    scorer.drain(timeout_s=10)
+    scorer.stop()
+    assert scorer.scored == 1
+
+
 def test_stopping_the_scorer_does_not_wait_for_a_full_queue(workspace: Workspace) -> None:
     scorer = OnlineScorer(workspace, share=1.0, max_queue=2)
     for i in range(5):

@@ -121,6 +121,10 @@ class OnlineScorer:
     embed: Embed | None = None
     max_queue: int = 256
     seed: int | None = None
+    # Whether the machine is free (no request generating): scoring waits for it, up to
+    # max_wait_s, so on a CPU the scorer takes idle cycles instead of slowing answers.
+    idle: Callable[[], bool] | None = None
+    max_wait_s: float = 30.0
     offered: int = 0
     sampled: int = 0
     dropped: int = 0
@@ -178,12 +182,20 @@ class OnlineScorer:
             try:
                 if trace_id is None or self._stopping.is_set():
                     return
+                self._wait_for_idle()
                 self._score(trace_id)
             except Exception as exc:  # one bad trace must not stop the monitor
                 self.failed += 1
                 log.warning("online scoring of trace %s failed: %s", trace_id, exc)
             finally:
                 self._queue.task_done()
+
+    def _wait_for_idle(self) -> None:
+        if self.idle is None:
+            return
+        deadline = time.monotonic() + self.max_wait_s
+        while not self.idle() and time.monotonic() < deadline and not self._stopping.is_set():
+            time.sleep(0.05)
 
     def _score(self, trace_id: str) -> None:
         records = load_records(self.workspace.engine, [trace_id])

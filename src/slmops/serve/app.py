@@ -194,6 +194,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             metrics,
             config.monitor,
             embed=_monitor_embedder(catalog, runtime),
+            idle=lambda: local.active == 0 and local.waiting == 0,
         )
         if config.monitor is not None and runtime.workspace is not None
         else None

@@ -72,12 +72,15 @@ class ServerMonitor:
     metrics: ServerMetrics
     config: MonitorConfig = field(default_factory=MonitorConfig)
     embed: Embed | None = None
+    idle: Callable[[], bool] | None = None  # no request generating: background work may run
     scorer: OnlineScorer = field(init=False)
     _counted: dict[str, int] = field(default_factory=dict)
     _drift_at: float = float("-inf")
 
     def __post_init__(self) -> None:
-        self.scorer = OnlineScorer(self.workspace, share=self.config.share, embed=self.embed)
+        self.scorer = OnlineScorer(
+            self.workspace, share=self.config.share, embed=self.embed, idle=self.idle
+        )
         self.notifier = Notifier()
 
     def offer(self, trace_id: str) -> None:
@@ -105,7 +108,11 @@ class ServerMonitor:
         and evaluate alert rules."""
         now = time.time() if now is None else now
         window = self.config.window_s
-        redrift = self.config.drift and now - self._drift_at >= self.config.drift_interval_s
+        redrift = (
+            self.config.drift
+            and now - self._drift_at >= self.config.drift_interval_s
+            and (self.idle is None or self.idle())  # seconds of embedding: only when free
+        )
         for stack in self.stacks:
             self._show(stack, window_figures(self.workspace.engine, stack, now - window, now))
             if redrift:
