@@ -32,6 +32,7 @@ from slmops.models import (
     load_chat_model,
     load_embedder,
 )
+from slmops.monitor.feedback import rate
 from slmops.store import Workspace
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "function",
     "load_chat_model",
     "load_embedder",
+    "rate",
     "use_runtime",
     "use_workspace",
 ]

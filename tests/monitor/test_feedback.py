@@ -86,6 +86,15 @@ def test_stopping_the_scorer_does_not_wait_for_a_full_queue(workspace: Workspace
     assert time.monotonic() - started < 2
 
 
+def test_rating_from_python_uses_the_current_workspace(workspace: Workspace) -> None:
+    import slmops
+
+    trace = make_trace(workspace.engine)
+    stored = slmops.rate(trace, score=2, stars=True, comment="vague")
+    assert stored["score"] == 0.25 and stored["trace_id"] == trace
+    assert list_feedback(workspace.engine)[0]["comment"] == "vague"
+
+
 def test_comments_and_corrections_are_redacted_before_storage(workspace: Workspace) -> None:
     trace = make_trace(workspace.engine)
     redactor = Redactor(["email", "api_key"])

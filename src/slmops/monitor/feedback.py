@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import Engine, and_, insert, or_, select
 
+from slmops.core.runtime import get_runtime
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.store.schema import feedback, traces
 
@@ -227,3 +228,35 @@ def feedback_by_trace(
         for row in connection.execute(query):
             grouped.setdefault(row.trace_id, []).append(dict(row._mapping))
     return grouped
+
+
+def rate(
+    trace_id: str,
+    *,
+    score: int | None = None,
+    stars: bool = False,
+    comment: str | None = None,
+    correction: str | None = None,
+    labels: Sequence[str] = (),
+    author: str | None = None,
+) -> dict[str, Any]:
+    """Rate an answer from Python (``slmops.rate(result.trace_id, score=0, correction=...)``):
+    stored as user feedback in the workspace of the current runtime (``use_workspace``),
+    else the default workspace, with its redaction applied."""
+    runtime = get_runtime()
+    if runtime.workspace is None:
+        raise FeedbackError("no workspace to store feedback in: use slmops.use_workspace()")
+    redactor = runtime.tracer.redactor
+    return record_feedback(
+        runtime.workspace.engine,
+        {
+            "trace_id": trace_id,
+            "score": score,
+            "scale": "stars" if stars else None,
+            "comment": comment,
+            "correction": correction,
+            "labels": list(labels),
+            "author": author,
+        },
+        redact=redactor.redact if redactor else None,
+    )
