@@ -46,6 +46,7 @@ bench: $(BIN)/python
 	$(BIN)/python bench/bench_stacks.py
 	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/bench_monitor.py
+	$(BIN)/python bench/bench_ui.py
 	$(PIP) -q torch==2.13.0 -e '.[train]'
 	$(BIN)/python bench/bench_registry.py
 

@@ -23,6 +23,7 @@ LAYERS = [
     "registry",
     "monitor",
     "serve",
+    "ui",
     "cli",
 ]
 

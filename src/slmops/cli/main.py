@@ -21,6 +21,7 @@ from slmops.cli import (
     stacks,
     trace,
     train,
+    ui,
 )
 from slmops.cli.common import error_console
 from slmops.errors import SlmopsError
@@ -39,6 +40,7 @@ app.command("run")(stacks.run_command)
 app.command("chat")(stacks.chat_command)
 app.command("serve")(serve.serve_command)
 app.command("review")(review.review_command)
+app.command("ui")(ui.ui_command)
 app.add_typer(stacks.app, name="stack")
 app.add_typer(trace.app, name="trace")
 app.add_typer(data.app, name="data")

@@ -16,6 +16,7 @@ from slmops.serve.following import parse_canary, parse_shadow
 from slmops.serve.logs import configure_json_logging
 from slmops.serve.monitoring import MonitorConfig
 from slmops.serve.server import build_catalog, read_keys_file, uvicorn_config
+from slmops.ui import create_console
 
 log = logging.getLogger("slmops.serve")
 
@@ -52,6 +53,7 @@ def serve_command(
     monitor: bool = typer.Option(
         True, "--monitor/--no-monitor", help="Online scoring, monitored gauges and alerts."
     ),
+    ui: bool = typer.Option(False, "--ui", help="Also serve the web console at /ui/."),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Serve models and app stacks over the OpenAI API (chat, completions, embeddings), with
@@ -93,6 +95,8 @@ def serve_command(
         else None,
     )
     app = create_app(catalog, Runtime.from_workspace(ws), config)
+    if ui:  # the console, behind the same keys
+        app.mount("/ui", create_console(ws, api_keys=keys))
     log.info(
         "serving", extra={"host": host, "port": port, "models": catalog.names(), "auth": bool(keys)}
     )

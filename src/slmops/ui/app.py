@@ -1,0 +1,145 @@
+"""The console application: templates, static files, access control and error pages.
+Each page group is a router in its own module (home, traces, monitor, login)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from slmops.errors import NotFoundError, SlmopsError
+from slmops.models.base import Embedder
+from slmops.models.loading import load_embedder
+from slmops.store.workspace import Workspace
+from slmops.ui.auth import ConsoleAuth, LoginRequiredError, RefusedError
+from slmops.ui.formatting import FILTERS
+
+_HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    # Everything the pages need is served by the console itself; inline style attributes
+    # place the waterfall's bars, and no inline script runs.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "style-src-attr 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def template_environment() -> jinja2.Environment:
+    """Autoescaping everywhere: a stored answer containing markup is shown as text."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(FILTERS)
+    return environment
+
+
+class Console:
+    """What every page shares: the workspace, who may act, the templates, the embedder."""
+
+    def __init__(self, workspace: Workspace, auth: ConsoleAuth) -> None:
+        self.workspace = workspace
+        self.auth = auth
+        self.templates = template_environment()
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
+
+    def embedder(self) -> Embedder:
+        """The workspace's embedder, loaded on first use (drift needs it; seconds to load)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = load_embedder(self.workspace.settings.embedder)
+            return self._embedder
+
+    @staticmethod
+    def base(request: Request) -> str:
+        """The path the console is mounted at ("" alone, "/ui" beside the API)."""
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    def render(
+        self, request: Request, template: str, *, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = self.templates.get_template(template).render(
+            base=self.base(request),
+            path=request.url.path,
+            auth_enabled=self.auth.enabled,
+            signed_in=self.auth.enabled and self.auth.authenticated(request),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+    def error_page(self, request: Request, status_code: int, message: str) -> HTMLResponse:
+        return self.render(
+            request,
+            "error.html",
+            status_code=status_code,
+            title=f"Error {status_code}",
+            status=status_code,
+            message=message,
+        )
+
+
+def create_console(workspace: Workspace, *, api_keys: Sequence[str] = ()) -> FastAPI:
+    """The console over ``workspace``. With ``api_keys``, every page and action needs one of
+    them (``Authorization: Bearer KEY``, or the session the login form starts)."""
+    from slmops.ui import home, login, monitor, traces
+
+    console = Console(workspace, ConsoleAuth(api_keys))
+    app = FastAPI(title="slmops console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.console = console
+    app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    app.include_router(login.router(console))
+    app.include_router(home.router(console))
+    app.include_router(traces.router(console))
+    app.include_router(monitor.router(console))
+
+    @app.exception_handler(LoginRequiredError)
+    async def to_login(request: Request, _exc: LoginRequiredError) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(
+            f"{console.base(request)}/login?next={quote(target, safe='')}", status_code=303
+        )
+
+    @app.exception_handler(RefusedError)
+    async def refused(request: Request, exc: RefusedError) -> Response:
+        return console.error_page(request, exc.status_code, exc.message)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        return console.error_page(request, 404, str(exc))
+
+    @app.exception_handler(SlmopsError)
+    async def bad_request(request: Request, exc: SlmopsError) -> Response:
+        return console.error_page(request, 400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'request'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return console.error_page(request, 400, problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = "no such page" if exc.status_code == 404 else str(exc.detail)
+        return console.error_page(request, exc.status_code, message)
+
+    return app
