@@ -99,7 +99,18 @@ class Console:
 def create_console(workspace: Workspace, *, api_keys: Sequence[str] = ()) -> FastAPI:
     """The console over ``workspace``. With ``api_keys``, every page and action needs one of
     them (``Authorization: Bearer KEY``, or the session the login form starts)."""
-    from slmops.ui import home, login, monitor, traces
+    from slmops.ui import (
+        corpora,
+        evals,
+        home,
+        login,
+        models,
+        monitor,
+        prompts,
+        review,
+        stacks,
+        traces,
+    )
 
     console = Console(workspace, ConsoleAuth(api_keys))
     app = FastAPI(title="slmops console", docs_url=None, redoc_url=None, openapi_url=None)
@@ -109,6 +120,12 @@ def create_console(workspace: Workspace, *, api_keys: Sequence[str] = ()) -> Fas
     app.include_router(home.router(console))
     app.include_router(traces.router(console))
     app.include_router(monitor.router(console))
+    app.include_router(stacks.router(console))
+    app.include_router(corpora.router(console))
+    app.include_router(prompts.router(console))
+    app.include_router(models.router(console))
+    app.include_router(review.router(console))
+    app.include_router(evals.router(console))
 
     @app.exception_handler(LoginRequiredError)
     async def to_login(request: Request, _exc: LoginRequiredError) -> Response:
