@@ -149,7 +149,7 @@ def _trace_rows(
         "duration_ms": duration_ms,
         "span_count": len(rows),
         "error": "boom" if status == "error" else None,
-        "attributes": {"slmops.stack.name": stack},
+        "attributes": {"slmops.stack.name": stack, "slmops.request_id": f"req-{trace_id[:12]}"},
     }
     return trace, rows
 

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
 from slmops.errors import NotFoundError
 from slmops.monitor.feedback import FeedbackError, list_feedback, parse_feedback, record_feedback
@@ -18,6 +19,7 @@ from slmops.monitor.shifts import drift_report
 from slmops.monitor.trace_data import cases_from_traces, training_choice
 from slmops.store import Workspace
 from slmops.store.redaction import Redactor
+from slmops.store.schema import traces
 from slmops.train.sources import examples_from_traces
 from tests.monitor.traces import make_trace
 
@@ -199,6 +201,19 @@ def test_window_figures_count_traffic_refusals_tokens_and_feedback(workspace: Wo
     assert figures["feedback_count"] == 4 and figures["feedback_positive_rate"] == 0.5
     assert window_figures(engine, "handbook-rag", T0 + 7200, T0 + 9000)["requests"] == 0
     assert windows(0, 100, 30) == [(0, 10), (10, 40), (40, 70), (70, 100)]
+
+
+def test_only_served_requests_count_as_traffic(workspace: Workspace) -> None:
+    engine = workspace.engine
+    make_trace(engine, started_at=T0)  # served: has a request id
+    make_trace(engine, started_at=T0 + 1, attributes={"slmops.origin": "console"})
+    make_trace(engine, started_at=T0 + 2, attributes={"slmops.shadow_of": "abc"})
+    eval_run = make_trace(engine, started_at=T0 + 3)
+    with engine.begin() as connection:  # an eval or CLI run carries no request id
+        connection.execute(
+            update(traces).where(traces.c.trace_id == eval_run).values(attributes={})
+        )
+    assert window_figures(engine, "handbook-rag", T0, T0 + 60)["requests"] == 1
 
 
 def test_histogram_percentiles_are_close_to_exact() -> None:

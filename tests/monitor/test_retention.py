@@ -86,7 +86,7 @@ def add_trace(engine: Engine, stack: str, i: int, started_at: float) -> None:
                 duration_ms=duration,
                 span_count=len(rows),
                 error="boom" if error else None,
-                attributes={},
+                attributes={"slmops.request_id": f"req-{trace_id[:12]}"},  # served traffic
             )
         )
         connection.execute(insert(spans), rows)

@@ -113,7 +113,10 @@ def add_trace(
         if reason:
             cite_attributes["slmops.cite.reason"] = reason
         rows.append(span(3, "cite", "cite", root["span_id"], **cite_attributes))
-    attributes = {"slmops.shadow_of": shadow_of} if shadow_of else {}
+    # a served request (a request id), unless it is a shadow run of one
+    attributes: dict[str, Any] = {"slmops.request_id": f"req-{trace_id[:8]}"}
+    if shadow_of:
+        attributes["slmops.shadow_of"] = shadow_of
     save_trace(
         engine,
         {

@@ -45,9 +45,12 @@ def make_trace(
         "relevance": relevance,
         "support": support,
     }
-    trace_attributes = {"slmops.stack.name": stack, **(attributes or {})}
-    if request_id:
-        trace_attributes["slmops.request_id"] = request_id
+    # a served request by default: live traffic has a request id (eval and CLI runs do not)
+    trace_attributes = {
+        "slmops.stack.name": stack,
+        "slmops.request_id": request_id or f"req-{trace_id[:12]}",
+        **(attributes or {}),
+    }
 
     def span(
         span_id: str, parent: str | None, name: str, kind: str, attrs: dict[str, Any]

@@ -21,12 +21,14 @@ def data(workspace: Workspace) -> ConsoleData:
 
 @pytest.fixture
 def client(workspace: Workspace, data: ConsoleData) -> Iterator[TestClient]:
-    with TestClient(create_console(workspace)) as test_client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
 @pytest.fixture
 def keyed_client(workspace: Workspace, data: ConsoleData) -> Iterator[TestClient]:
     """The console started with an API key (the client holds no key until a test adds one)."""
-    with TestClient(create_console(workspace, api_keys=[KEY])) as test_client:
+    with TestClient(
+        create_console(workspace, api_keys=[KEY]), base_url="http://127.0.0.1"
+    ) as test_client:
         yield test_client

@@ -75,7 +75,7 @@ def test_feedback_comments_are_redacted_like_the_cli_does(tmp_path: Path):
         from tests.monitor.traces import make_trace
 
         trace_id = make_trace(workspace.engine)
-        with TestClient(create_console(workspace)) as client:
+        with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
             client.post(
                 f"/traces/{trace_id}/feedback",
                 data={"comment": "mail me at ana@example.com"},
@@ -148,7 +148,7 @@ def test_a_cross_site_form_post_is_refused(client: TestClient, data: ConsoleData
     same = client.post(
         f"/traces/{data.slow_id}/feedback",
         data={"rating": "up"},
-        headers={"Origin": "http://testserver"},
+        headers={"Origin": "http://127.0.0.1"},
         follow_redirects=False,
     )
     assert same.status_code == 303
@@ -157,3 +157,33 @@ def test_a_cross_site_form_post_is_refused(client: TestClient, data: ConsoleData
 def test_a_form_too_large_is_refused(client: TestClient, data: ConsoleData):
     page = client.post(f"/traces/{data.slow_id}/feedback", data={"comment": "x" * 70_000})
     assert page.status_code == 413
+
+
+def test_without_a_key_only_localhost_names_are_answered(workspace: Workspace, data: ConsoleData):
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 gets nothing."""
+    with TestClient(create_console(workspace), base_url="http://evil.example:8765") as rebound:
+        page = rebound.get("/traces")
+        assert page.status_code == 403 and "localhost" in page.text
+        assert (
+            rebound.post(f"/traces/{data.stack_ids[0]}/feedback", data={"rating": "up"}).status_code
+            == 403
+        )
+    for name in ("http://localhost:8765", "http://[::1]:8765", "http://127.0.0.1"):
+        with TestClient(create_console(workspace), base_url=name) as local:
+            assert local.get("/traces").status_code == 200, name
+    with TestClient(
+        create_console(workspace, api_keys=[KEY]), base_url="http://console.example"
+    ) as keyed:  # with a key, any name: the key decides
+        assert keyed.get("/traces", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_a_session_expires_on_the_server(workspace: Workspace):
+    from slmops.ui.auth import SESSION_MAX_AGE_S, ConsoleAuth
+
+    auth = ConsoleAuth([KEY])
+    token = auth.session_token(KEY, now=1_000_000)
+    assert auth.session_valid(token, now=1_000_000 + 60)
+    assert not auth.session_valid(token, now=1_000_000 + SESSION_MAX_AGE_S + 1)
+    assert not auth.session_valid(token.replace("1000000.", "1000001."), now=1_000_100)
+    assert not auth.session_valid("garbage", now=1_000_000)
+    assert not ConsoleAuth([KEY]).session_valid(token, now=1_000_060)  # another process' secret

@@ -45,7 +45,7 @@ def corpus_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClie
                 (docs / name).write_text(text)
             corpora.ingest("kb", [docs], message=f"import {number}")
         corpora.tag("kb", 2, "release-2")
-        with TestClient(create_console(workspace)) as client:
+        with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
             yield client
 
 
@@ -148,7 +148,7 @@ def prompt_client(workspace: Workspace) -> Iterator[TestClient]:
     )
     registry.tag("qa", 1, "production")
     registry.add("greet", "Hello {{ name }}\n")
-    with TestClient(create_console(workspace)) as client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -216,5 +216,5 @@ def client_without_data(
     workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
     monkeypatch.chdir(tmp_path)
-    with TestClient(create_console(workspace)) as client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         yield client

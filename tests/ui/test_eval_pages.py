@@ -107,7 +107,7 @@ def evals(workspace: Workspace, tmp_path: Path) -> EvalData:
 
 @pytest.fixture
 def client(workspace: Workspace, evals: EvalData) -> Iterator[TestClient]:
-    with TestClient(create_console(workspace)) as test_client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -172,7 +172,7 @@ def test_run_list_pages(client: TestClient, evals: EvalData):
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("page=0", "page: 0 is not a page; pages start at 1"),
+        ("page=0", "page: 0 is not a page; pages are 1 to 1000"),
         ("page=9", "page: there is no page 9 of eval runs"),
         ("page=two", "page: Input should be a valid integer"),
         ("per_page=5000", "per_page: 5000 is not between 1 and 200"),
@@ -316,7 +316,9 @@ def test_compare_shows_deltas_with_intervals_flips_with_both_traces_and_what_cha
 
 
 def test_with_a_key_the_eval_pages_need_it(workspace: Workspace, evals: EvalData):
-    with TestClient(create_console(workspace, api_keys=[KEY])) as keyed:
+    with TestClient(
+        create_console(workspace, api_keys=[KEY]), base_url="http://127.0.0.1"
+    ) as keyed:
         page = keyed.get(f"/eval/runs/{evals.a}", follow_redirects=False)
         assert page.status_code == 303 and "/login?next=" in page.headers["location"]
         keyed.headers["Authorization"] = f"Bearer {KEY}"

@@ -121,7 +121,9 @@ def register_models(workspace: Workspace, tiny_gguf: Path) -> Registered:
 
 @pytest.fixture(scope="module")
 def models_client(registered_workspace: tuple[Workspace, Registered]) -> Iterator[TestClient]:
-    with TestClient(create_console(registered_workspace[0])) as test_client:
+    with TestClient(
+        create_console(registered_workspace[0]), base_url="http://127.0.0.1"
+    ) as test_client:
         yield test_client
 
 
@@ -133,7 +135,7 @@ def registered(registered_workspace: tuple[Workspace, Registered]) -> Registered
 @pytest.fixture
 def client(workspace: Workspace) -> Iterator[TestClient]:
     """A console on the test's own (empty) workspace."""
-    with TestClient(create_console(workspace)) as test_client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

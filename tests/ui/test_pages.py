@@ -166,7 +166,7 @@ def test_console_mounted_beside_the_api_links_within_its_prefix(
     """As 'slmops serve --ui' mounts it: every link and form stays under /ui."""
     app = FastAPI()
     app.mount("/ui", create_console(workspace))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         home = client.get("/ui/")
         assert home.status_code == 200
         assert 'href="/ui/traces"' in home.text and 'href="/ui/static/console.css"' in home.text

@@ -179,7 +179,7 @@ def test_corrections_are_redacted_like_the_cli_does(tmp_path: Path):
     (home / "config.toml").write_text('redact = ["email"]\n')
     with Workspace.open(home) as workspace:
         trace_id = make_trace(workspace.engine, stack=STACK)
-        with TestClient(create_console(workspace)) as client:
+        with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
             client.post(
                 f"/review/{STACK}/{trace_id}",
                 data={"action": "correct", "correction": "write to ana@example.com"},

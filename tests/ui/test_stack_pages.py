@@ -71,7 +71,7 @@ def stacks(workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture
 def stack_client(workspace: Workspace, stacks: Path) -> Iterator[TestClient]:
-    with TestClient(create_console(workspace)) as client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -210,7 +210,9 @@ def test_unknown_stacks_are_404_and_a_url_never_names_another_folder(stack_clien
 
 
 def test_running_needs_the_key_and_a_page_of_this_console(workspace: Workspace, stacks: Path):
-    with TestClient(create_console(workspace, api_keys=[KEY])) as client:
+    with TestClient(
+        create_console(workspace, api_keys=[KEY]), base_url="http://127.0.0.1"
+    ) as client:
         assert client.get("/stacks", follow_redirects=False).status_code == 303
         assert client.post("/stacks/echo/stream", data={"input": "hi"}).status_code == 401
         assert client.post("/stacks/echo/run", data={"input": "hi"}).status_code == 401
@@ -244,7 +246,7 @@ def test_the_playground_streams_a_rag_answer_with_sources(
 ):
     monkeypatch.chdir(tmp_path)
     ensure_workspace_stack("handbook", "rag", workspace)
-    with TestClient(create_console(workspace)) as client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         response = client.post(
             "/stacks/handbook/stream", data={"input": "How do I install slmops?"}
         )

@@ -21,7 +21,7 @@ def test_a_trace_page_shows_the_text_of_the_passages_it_retrieved(
     rows = handbook.vector_index(handbook.resolve("docs@1")).rows
     chosen = [rows[0], rows[4]]
     data = build(workspace.engine, count=8, chunk_ids=tuple(r["chunk_id"] for r in chosen))
-    with TestClient(create_console(workspace)) as client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         page = client.get(f"/traces/{data.stack_ids[1]}").text
     for row in chosen:
         first_line = str(row["text"]).splitlines()[0]
@@ -31,7 +31,7 @@ def test_a_trace_page_shows_the_text_of_the_passages_it_retrieved(
 
 def test_drift_is_computed_only_when_asked_for(workspace: Workspace):
     build(workspace.engine)
-    with TestClient(create_console(workspace)) as client:
+    with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         plain = client.get(f"/monitor/{STACK}?window=6h&last=24h").text
         assert "Compute drift" in plain and "query_embedding_mmd" not in plain
         page = client.get(f"/monitor/{STACK}?window=6h&last=24h&drift=1")

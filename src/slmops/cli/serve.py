@@ -69,6 +69,8 @@ def serve_command(
         raise ConfigError("--follow-interval must be above 0 seconds")
     if not 0 <= monitor_share <= 1 or monitor_interval <= 0:
         raise ConfigError("--monitor-share must be within 0-1 and --monitor-interval above 0")
+    if ui and cors_origin and not keys:
+        raise ConfigError("--ui with --cors-origin needs an API key: other sites could read it")
     challenger = parse_canary(canary) if canary else None
     shadowing = parse_shadow(shadow) if shadow else None
     ws = open_workspace(workspace)
@@ -96,7 +98,7 @@ def serve_command(
     )
     app = create_app(catalog, Runtime.from_workspace(ws), config)
     if ui:  # the console, behind the same keys
-        app.mount("/ui", create_console(ws, api_keys=keys))
+        app.mount("/ui", create_console(ws, api_keys=keys, admission=app.state.local_admission))
     log.info(
         "serving", extra={"host": host, "port": port, "models": catalog.names(), "auth": bool(keys)}
     )

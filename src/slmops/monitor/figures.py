@@ -39,9 +39,14 @@ BASE_FIGURES: dict[str, str] = {
 }
 
 
-NOT_SHADOW = traces.c.attributes["slmops.shadow_of"].as_string().is_(None)
-"""Traces that answered someone: a shadow run (another version repeating a request after
-the answer was sent) is no traffic, and counting it would mix two versions' figures."""
+LIVE_TRAFFIC = and_(
+    traces.c.attributes["slmops.request_id"].as_string().is_not(None),
+    traces.c.attributes["slmops.shadow_of"].as_string().is_(None),
+    traces.c.attributes["slmops.origin"].as_string().is_(None),
+)
+"""Traces of requests a server answered: eval runs, CLI runs and console playground runs
+are no users' traffic, and a shadow run (another version repeating a request after the
+answer was sent) would mix two versions' figures."""
 
 
 def _bucket(latency_ms: float) -> int:
@@ -152,7 +157,7 @@ def live_tally(source: Engine | Connection, stack: str, start: float, end: float
         traces.c.name == stack,
         traces.c.started_at >= start,
         traces.c.started_at < end,
-        NOT_SHADOW,
+        LIVE_TRAFFIC,
     )
     with _connected(source) as connection:
         for status, duration in connection.execute(

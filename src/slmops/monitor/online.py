@@ -27,6 +27,7 @@ from sqlalchemy import Engine, delete, insert, select
 from slmops.data.corpus import corpora_for
 from slmops.errors import SlmopsError
 from slmops.eval.metrics import CaseResult, Faithfulness, JudgeScore
+from slmops.monitor.figures import LIVE_TRAFFIC
 from slmops.monitor.records import TraceRecord, load_records
 from slmops.store.schema import monitor_scores, traces
 from slmops.store.workspace import Workspace
@@ -221,9 +222,7 @@ def score_traces(
     """Score stored traces of ``stack`` (those not scored yet, unless ``rescore``), newest
     first; returns how many were scored."""
     query = select(traces.c.trace_id).where(
-        traces.c.name == stack,
-        traces.c.status == "ok",
-        traces.c.attributes["slmops.shadow_of"].as_string().is_(None),
+        traces.c.name == stack, traces.c.status == "ok", LIVE_TRAFFIC
     )
     if since is not None:
         query = query.where(traces.c.started_at >= since)

@@ -28,6 +28,7 @@ from slmops.monitor.feedback import (
     parse_feedback,
     record_feedback,
 )
+from slmops.monitor.figures import LIVE_TRAFFIC
 from slmops.store.schema import feedback, spans, traces
 
 Order = Literal["random", "worst"]
@@ -79,11 +80,7 @@ def candidates(
     ``max_support``/``max_relevance`` keep traces whose cite step scored at most that (a
     trace without a cite step has no score and is left out); ``refused`` keeps refusals
     (True) or answers (False) as the cite step decided."""
-    base = and_(
-        traces.c.name == stack,
-        traces.c.status == "ok",
-        traces.c.attributes["slmops.shadow_of"].as_string().is_(None),
-    )
+    base = and_(traces.c.name == stack, traces.c.status == "ok", LIVE_TRAFFIC)
     if since is not None:
         base = and_(base, traces.c.started_at >= since)
     if until is not None:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, and_, func, select
 from slmops.data.corpus import corpora_for
 from slmops.errors import SlmopsError
 from slmops.monitor import drift
-from slmops.monitor.figures import NOT_SHADOW
+from slmops.monitor.figures import LIVE_TRAFFIC
 from slmops.monitor.records import question_of
 from slmops.store.schema import spans, traces
 from slmops.store.workspace import Workspace
@@ -65,7 +65,7 @@ def window_sample(
         traces.c.started_at >= start,
         traces.c.started_at < end,
         traces.c.status == "ok",
-        NOT_SHADOW,
+        LIVE_TRAFFIC,
     )
     window_ids = select(traces.c.trace_id).where(in_window)
     with engine.connect() as connection:

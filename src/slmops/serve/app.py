@@ -222,6 +222,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             task.cancel()
 
     app = FastAPI(title="slmops", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.local_admission = local  # the console's playground waits in the same line
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     if config.cors_origins:

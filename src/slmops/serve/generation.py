@@ -7,6 +7,7 @@ Each one is traced into the workspace like a local run, with the request id on i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -184,7 +185,7 @@ def stack_extension(stack: Stack, output: Any, trace_id: str, request_id: str) -
 
 
 async def stream_stack(
-    stack: Stack, value: Any, request_id: str, report: Generation
+    stack: Stack, value: Any, request_id: str, report: Generation, *, origin: str | None = None
 ) -> AsyncIterator[str]:
     """Yield a stack's answer as it is generated (or whole, for stacks that cannot stream);
     ``report`` gets the output, its ``slmops`` extension and the tokens its model calls used."""
@@ -194,7 +195,12 @@ async def stream_stack(
     async for piece in stack.astream(
         value,
         on_finish=lambda out, tid: done.append((out, tid)),
-        attributes={"slmops.request_id": request_id},
+        attributes={
+            "slmops.request_id": request_id,
+            # a run that is no user's request (the console's playground) says where it came
+            # from, so monitoring leaves it out of live traffic
+            **({"slmops.origin": origin} if origin else {}),
+        },
     ):
         if report.time_to_first_token_s is None:
             report.time_to_first_token_s = time.perf_counter() - started
@@ -207,7 +213,7 @@ async def stream_stack(
         # The streamed draft was replaced (a refusal), or nothing streamed: send the answer.
         yield ("\n\n" if streamed else "") + report.text
     report.extension = stack_extension(stack, output, trace_id, request_id)
-    spans = _trace_spans(trace_id)
+    spans = await asyncio.to_thread(_trace_spans, trace_id)  # a database read: off the loop
     report.prompt_tokens, report.completion_tokens = token_usage(spans)
     answered = [s["attributes"].get("gen_ai.response.model") for s in spans if s["kind"] == "llm"]
     report.answered_by = ",".join(dict.fromkeys(a for a in answered if a))

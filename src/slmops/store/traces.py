@@ -56,7 +56,9 @@ def get_trace(engine: Engine, trace_id: str) -> tuple[dict[str, Any], list[dict[
         raise NotFoundError(f"trace id {trace_id!r} is too short; give at least 6 characters")
     with engine.connect() as connection:
         rows = connection.execute(
-            select(traces).where(traces.c.trace_id.startswith(trace_id.lower())).limit(2)
+            select(traces)
+            .where(traces.c.trace_id.startswith(trace_id.lower(), autoescape=True))
+            .limit(2)
         ).all()
         if not rows:
             raise NotFoundError(f"no trace with id {trace_id!r}; see 'slmops trace list'")

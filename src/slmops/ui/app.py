@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
+from slmops.serve.admission import Admission
 from slmops.store.workspace import Workspace
 from slmops.ui.auth import ConsoleAuth, LoginRequiredError, RefusedError
 from slmops.ui.formatting import FILTERS
@@ -51,6 +52,18 @@ def template_environment() -> jinja2.Environment:
     return environment
 
 
+PLAYGROUND_QUEUE = 4  # playground runs that may wait for the model; then 429
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _host_name(request: Request) -> str:
+    """The Host header's name without its port ("[::1]:8765" -> "::1")."""
+    host = request.headers.get("host", "").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class Console:
     """What every page shares: the workspace, who may act, the templates, the embedder."""
 
@@ -60,6 +73,7 @@ class Console:
         self.templates = template_environment()
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
+        self.admission = Admission(PLAYGROUND_QUEUE)  # replaced by the server's when mounted
 
     def embedder(self) -> Embedder:
         """The workspace's embedder, loaded on first use (drift needs it; seconds to load)."""
@@ -96,9 +110,13 @@ class Console:
         )
 
 
-def create_console(workspace: Workspace, *, api_keys: Sequence[str] = ()) -> FastAPI:
+def create_console(
+    workspace: Workspace, *, api_keys: Sequence[str] = (), admission: Admission | None = None
+) -> FastAPI:
     """The console over ``workspace``. With ``api_keys``, every page and action needs one of
-    them (``Authorization: Bearer KEY``, or the session the login form starts)."""
+    them (``Authorization: Bearer KEY``, or the session the login form starts). Playground
+    runs wait in ``admission`` (the server's own line for its local model, when the console
+    is mounted on ``slmops serve``), so they never overtake or crowd out API requests."""
     from slmops.ui import (
         corpora,
         evals,
@@ -113,8 +131,23 @@ def create_console(workspace: Workspace, *, api_keys: Sequence[str] = ()) -> Fas
     )
 
     console = Console(workspace, ConsoleAuth(api_keys))
+    if admission is not None:
+        console.admission = admission
     app = FastAPI(title="slmops console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
+
+    @app.middleware("http")
+    async def loopback_names_only(request: Request, call_next: Any) -> Response:
+        # Without a key the console trusts whoever reaches it, which must be this machine:
+        # a page of another site whose name was rebound to 127.0.0.1 would otherwise read
+        # traces and post as a same-origin script (DNS rebinding).
+        if not console.auth.enabled and _host_name(request) not in LOOPBACK_NAMES:
+            return console.error_page(
+                request, 403, "without an API key the console answers only to localhost"
+            )
+        response: Response = await call_next(request)
+        return response
+
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     app.include_router(login.router(console))
     app.include_router(home.router(console))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -40,14 +41,14 @@ class ConsoleAuth:
     def __init__(self, keys: Sequence[str]) -> None:
         self._keys = [key.encode() for key in keys if key]
         self._secret = secrets.token_bytes(32)
-        self._tokens = [self._token(key) for key in self._keys]
 
     @property
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def _token(self, key: bytes) -> bytes:
-        return hmac.new(self._secret, key, hashlib.sha256).hexdigest().encode()
+    def _token(self, key: bytes, issued: int) -> bytes:
+        message = key + b"|" + str(issued).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest().encode()
 
     def key_matches(self, presented: str) -> bool:
         """Compared against every key, always, so timing says nothing about near misses."""
@@ -57,9 +58,12 @@ class ConsoleAuth:
             matched |= secrets.compare_digest(given, key)
         return matched
 
-    def session_token(self, presented: str) -> str:
-        """The cookie value for a key that :meth:`key_matches`."""
-        return self._token(presented.strip().encode()).decode()
+    def session_token(self, presented: str, now: float | None = None) -> str:
+        """The cookie value for a key that :meth:`key_matches`: when it was issued and an
+        HMAC of the key and that time, so the server refuses it after SESSION_MAX_AGE_S
+        whatever the browser keeps."""
+        issued = int(time.time() if now is None else now)
+        return f"{issued}.{self._token(presented.strip().encode(), issued).decode()}"
 
     def authenticated(self, request: Request) -> bool:
         """Whether the request carries a valid key or session (True when no key is set)."""
@@ -68,10 +72,18 @@ class ConsoleAuth:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token and self.key_matches(token):
             return True
-        cookie = request.cookies.get(COOKIE_NAME, "").encode()
+        return self.session_valid(request.cookies.get(COOKIE_NAME, ""))
+
+    def session_valid(self, cookie: str, now: float | None = None) -> bool:
+        issued_text, _, mac = cookie.partition(".")
+        if not issued_text.isdigit():
+            return False
+        issued, now = int(issued_text), time.time() if now is None else now
+        if not issued - 60 <= now <= issued + SESSION_MAX_AGE_S:
+            return False
         matched = False
-        for expected in self._tokens:
-            matched |= secrets.compare_digest(cookie, expected)
+        for key in self._keys:
+            matched |= secrets.compare_digest(mac.encode(), self._token(key, issued))
         return matched
 
     def require_reader(self, request: Request) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 25
 MAX_PAGE_SIZE = 200
+MAX_PAGE = 1000  # each page reads the runs before it: deeper is no page anyone reads
 CASES_SHOWN = 200
 RUN_ID = re.compile(r"[0-9a-f]{6,32}")
 FIGURES = ("p50_latency_ms", "p95_latency_ms", "mean_prompt_tokens", "mean_completion_tokens")
@@ -186,8 +187,8 @@ def router(console: Console) -> APIRouter:
 
     @routes.get("/eval", response_class=HTMLResponse)
     def run_list(request: Request, page: int = 1, per_page: int = PAGE_SIZE) -> HTMLResponse:
-        if page < 1:
-            raise ConfigError(f"page: {page} is not a page; pages start at 1")
+        if not 1 <= page <= MAX_PAGE:
+            raise ConfigError(f"page: {page} is not a page; pages are 1 to {MAX_PAGE}")
         if not 1 <= per_page <= MAX_PAGE_SIZE:
             raise ConfigError(f"per_page: {per_page} is not between 1 and {MAX_PAGE_SIZE}")
         skip = (page - 1) * per_page

@@ -12,6 +12,7 @@ page links to its trace.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -32,6 +33,7 @@ from slmops.apps.lock import StackLock, lock_path, read_lock, resolve
 from slmops.apps.stack import Stack, to_plain
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError, GraphRenderError, NotFoundError, SlmopsError
+from slmops.serve.admission import QueueFullError
 from slmops.serve.generation import Generation, stream_stack
 from slmops.ui.auth import RefusedError
 from slmops.ui.forms import read_form
@@ -201,6 +203,14 @@ class Playground:
             return self._runtime
 
 
+ORIGIN = "console"  # on the run's trace: monitoring leaves playground runs out of live traffic
+log = logging.getLogger("slmops.ui")
+
+
+def busy(full: QueueFullError) -> str:
+    return f"the model is busy ({full}); try again in {full.retry_after_s} s"
+
+
 def request_id() -> str:
     return f"console-{uuid.uuid4().hex[:16]}"
 
@@ -328,9 +338,17 @@ def router(console: Console) -> APIRouter:
                 raise ConfigError("input: type a question (or a JSON object) to run it on")
             stack = await run_in_threadpool(playground.stack, entry)
             value = parse_input(given)
-            with use_runtime(playground.runtime()):
-                async for _piece in stream_stack(stack, value, request_id(), report):
-                    pass
+            runtime = await run_in_threadpool(playground.runtime)
+            async with console.admission.slot():
+                with use_runtime(runtime):
+                    async for _piece in stream_stack(
+                        stack, value, request_id(), report, origin=ORIGIN
+                    ):
+                        pass
+        except QueueFullError as full:
+            return await run_in_threadpool(
+                stack_page, request, entry, status_code=429, given=given, run_error=busy(full)
+            )
         except SlmopsError as exc:
             return await run_in_threadpool(
                 stack_page, request, entry, status_code=400, given=given, run_error=str(exc)
@@ -342,7 +360,7 @@ def router(console: Console) -> APIRouter:
     async def run_stream(request: Request, name: str) -> Response:
         _entry, stack, _given, value = await prepared(request, name)
         base = console.base(request)
-        runtime = playground.runtime()
+        runtime = await run_in_threadpool(playground.runtime)
 
         async def events() -> AsyncIterator[str]:
             started = time.perf_counter()
@@ -350,15 +368,21 @@ def router(console: Console) -> APIRouter:
             streamed = False
             try:
                 yield sse("start", {"stack": stack.stack_name})
-                with use_runtime(runtime):
-                    async for piece in stream_stack(stack, value, request_id(), report):
-                        streamed = True
-                        yield sse("token", {"text": piece})
+                async with console.admission.slot():
+                    with use_runtime(runtime):
+                        async for piece in stream_stack(
+                            stack, value, request_id(), report, origin=ORIGIN
+                        ):
+                            streamed = True
+                            yield sse("token", {"text": piece})
                 yield sse("done", run_result(report, base, started, streamed=streamed))
+            except QueueFullError as full:
+                yield sse("error", {"message": busy(full)})
             except SlmopsError as exc:
                 yield sse("error", {"message": str(exc)})
-            except Exception as exc:  # the headers are sent: report the failure in the stream
-                yield sse("error", {"message": f"the run failed: {type(exc).__name__}: {exc}"})
+            except Exception:  # the headers are sent: say it failed; the detail goes to the log
+                log.exception("playground run of %s failed", stack.stack_name)
+                yield sse("error", {"message": "the run failed; the console's log has why"})
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
