@@ -24,7 +24,7 @@ from slmops.core.llm_call import LLMCall
 from slmops.core.step import Step, StepState
 from slmops.core.tracing import trace_id_of
 from slmops.core.typing_rules import adapter
-from slmops.errors import RoutingError, StepInputError
+from slmops.errors import ConfigError, RoutingError, StepInputError
 
 if TYPE_CHECKING:
     from slmops.core.graph import GraphBuilder
@@ -312,3 +312,14 @@ class RouteNode(Node):
 
     def value(self, state: Mapping[str, Any]) -> Any:
         return {"route": read_path(state, self.by), "value": self._read(state)}
+
+
+def parse_stack_input(text: str) -> Any:
+    """A stack's input typed by a person (CLI argument, console form): a JSON object when
+    the text is one (for stacks with several input fields), else the text itself."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"input looks like JSON but does not parse: {exc}") from None
+    return text

@@ -19,7 +19,7 @@ from slmops.apps.citations import SourcedAnswer
 from slmops.apps.discovery import list_stacks, stack_roots
 from slmops.apps.lock import write_lock
 from slmops.apps.manifest import load_manifest
-from slmops.apps.stack import Stack, to_plain
+from slmops.apps.stack import Stack, parse_stack_input, to_plain
 from slmops.apps.templates import DEFAULT_MODEL, TEMPLATES, ensure_workspace_stack, init_stack
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.core.runtime import Runtime, use_runtime
@@ -74,16 +74,6 @@ def ensure_stack(ws: Workspace, name: str, template: str, **values: str) -> None
     created = ensure_workspace_stack(name, template, ws, **values)
     if created is not None:
         console.print(f"Created stack [bold]{name}[/] in {created.path.parent.parent}")
-
-
-def parse_input(text: str) -> Any:
-    """JSON when the text is a JSON object, else the text itself."""
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"input looks like JSON but does not parse: {exc}") from None
-    return text
 
 
 def print_versions(stack: Stack) -> None:
@@ -151,7 +141,7 @@ def run_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Run a stack once on an input; print its output, sources, versions and trace id."""
-    value = parse_input(input_text)
+    value = parse_stack_input(input_text)
     with open_workspace(workspace) as ws:
         built = _build(stack, ws, no_lock, model)
         with console.status("Running..."), use_runtime(Runtime.from_workspace(ws)):

@@ -30,7 +30,7 @@ from slmops.apps.build import build_stack
 from slmops.apps.citations import SourcedAnswer
 from slmops.apps.discovery import FoundStack, list_stacks, stack_roots
 from slmops.apps.lock import StackLock, lock_path, read_lock, resolve
-from slmops.apps.stack import Stack, to_plain
+from slmops.apps.stack import Stack, parse_stack_input, to_plain
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError, GraphRenderError, NotFoundError, SlmopsError
 from slmops.serve.admission import QueueFullError
@@ -89,16 +89,6 @@ def find_entry(console: Console, name: str) -> StackEntry:
             return entry
     known = ", ".join(entry.name for entry in entries) or "none yet"
     raise NotFoundError(f"no stack named {name!r} (stacks: {known})")
-
-
-def parse_input(text: str) -> Any:
-    """The playground's input: a JSON object when it looks like one, else the text."""
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"input looks like JSON but does not parse: {exc}") from None
-    return text
 
 
 def input_hint(stack: Stack) -> dict[str, Any]:
@@ -321,7 +311,7 @@ def router(console: Console) -> APIRouter:
         given = form.get("input")
         if not given:
             raise ConfigError("input: type a question (or a JSON object) to run the stack on")
-        return entry, stack, given, parse_input(given)
+        return entry, stack, given, parse_stack_input(given)
 
     @routes.post("/stacks/{name}/run", response_class=HTMLResponse)
     async def run_page(request: Request, name: str) -> HTMLResponse:
@@ -337,7 +327,7 @@ def router(console: Console) -> APIRouter:
             if not given:
                 raise ConfigError("input: type a question (or a JSON object) to run it on")
             stack = await run_in_threadpool(playground.stack, entry)
-            value = parse_input(given)
+            value = parse_stack_input(given)
             runtime = await run_in_threadpool(playground.runtime)
             async with console.admission.slot():
                 with use_runtime(runtime):
