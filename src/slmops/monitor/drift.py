@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
 
 ALPHA = 0.05
 """A shift with a p-value at or above this is treated as chance."""
@@ -121,6 +119,8 @@ def embedding_drift(
     if len(y) > max_points:
         y = y[rng.choice(len(y), max_points, replace=False)]
     n, m = len(x), len(y)
+    from scipy.spatial import distance  # imported here: scipy takes 0.5 s to load
+
     pooled_sq = distance.pdist(np.vstack([x, y]), "sqeuclidean")
     # Median heuristic on the pooled sample: a scale-free bandwidth that suits any embedding
     # model, shared by every permutation since the pooled sample does not change.
@@ -153,6 +153,8 @@ def centroid_distance(baseline: np.ndarray, current: np.ndarray) -> float:
         if not np.linalg.norm(centroid) > 0:
             raise ValueError(f"{name} embeddings average to the zero vector")
         centroids.append(centroid)
+    from scipy.spatial import distance  # imported here: scipy takes 0.5 s to load
+
     return float(distance.cosine(centroids[0], centroids[1]))
 
 
@@ -164,6 +166,8 @@ def _two_proportion_p(hits: tuple[int, int], sizes: tuple[int, int], alternative
         return 1.0
     se = np.sqrt(pooled * (1 - pooled) * (1 / sizes[0] + 1 / sizes[1]))
     z = (hits[1] / sizes[1] - hits[0] / sizes[0]) / se
+    from scipy import stats  # imported here: scipy takes 0.5 s to load
+
     tail = stats.norm.sf(z) if alternative == "greater" else 2 * stats.norm.sf(abs(z))
     return float(tail)
 
@@ -196,6 +200,8 @@ def length_shift(
     the largest gap between the two cumulative distributions, from 0 to 1. Answers getting
     longer, shorter or more erratic all show; the medians are reported for reading."""
     x, y = _values("output_length_ks", baseline_lengths, current_lengths)
+    from scipy import stats  # imported here: scipy takes 0.5 s to load
+
     result = stats.ks_2samp(x, y)
     return Shift(
         "output_length_ks",
