@@ -38,31 +38,60 @@ class MonitorConfig:
 Embed = Callable[[Sequence[str]], Any]
 
 
-def figure_of(
-    workspace: Workspace, embed: Embed | None
-) -> Callable[[str, str, float, float], float | None]:
-    """The figure lookup alert rules use: any window figure or drift figure by name. Each
-    (stack, window) is computed once per lookup object, so create one per evaluation."""
-    windows: dict[tuple[str, float, float], dict[str, float | None]] = {}
-    drifts: dict[tuple[str, float, float], dict[str, float | None]] = {}
+class FigureLookup:
+    """Window and drift figures of stacks by name, each computed once: the gauges and every
+    alert rule on the same window share one query. Drift figures (seconds of embedding) are
+    kept ``drift_max_age_s`` in ``drift_cache``, which may outlive the lookup."""
 
-    def lookup(stack: str, figure: str, window_s: float, now: float) -> float | None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        embed: Embed | None,
+        *,
+        drift_cache: dict[tuple[str, float], tuple[float, dict[str, float | None]]] | None = None,
+        drift_max_age_s: float = 0.0,
+    ) -> None:
+        self.workspace = workspace
+        self.embed = embed
+        self.drift_cache = {} if drift_cache is None else drift_cache
+        self.drift_max_age_s = drift_max_age_s
+        self._windows: dict[tuple[str, float, float], dict[str, float | None]] = {}
+        self._drifts: dict[tuple[str, float, float], dict[str, float | None]] = {}
+
+    def window(self, stack: str, window_s: float, now: float) -> dict[str, float | None]:
         key = (stack, window_s, now)
-        if figure in DRIFT_FIGURES:
-            if key not in drifts:
-                drifts[key] = drift_report(
-                    workspace,
-                    stack,
-                    (now - window_s, now),
-                    (now - 2 * window_s, now - window_s),
-                    embed=embed,
-                ).figures()
-            return drifts[key].get(figure)
-        if key not in windows:
-            windows[key] = window_figures(workspace.engine, stack, now - window_s, now)
-        return windows[key].get(figure)
+        if key not in self._windows:
+            self._windows[key] = window_figures(self.workspace.engine, stack, now - window_s, now)
+        return self._windows[key]
 
-    return lookup
+    def drift(self, stack: str, window_s: float, now: float) -> dict[str, float | None]:
+        """The window against the one before it."""
+        if (stack, window_s, now) in self._drifts:
+            return self._drifts[(stack, window_s, now)]
+        cached = self.drift_cache.get((stack, window_s))
+        if cached is not None and now - cached[0] < self.drift_max_age_s:
+            return cached[1]
+        figures = drift_report(
+            self.workspace,
+            stack,
+            (now - window_s, now),
+            (now - 2 * window_s, now - window_s),
+            embed=self.embed,
+        ).figures()
+        self.drift_cache[(stack, window_s)] = (now, figures)
+        self._drifts[(stack, window_s, now)] = figures
+        return figures
+
+    def __call__(self, stack: str, figure: str, window_s: float, now: float) -> float | None:
+        """The lookup alert rules use (see :func:`slmops.monitor.alerts.evaluate_rules`)."""
+        if figure in DRIFT_FIGURES:
+            return self.drift(stack, window_s, now).get(figure)
+        return self.window(stack, window_s, now).get(figure)
+
+
+def figure_of(workspace: Workspace, embed: Embed | None) -> FigureLookup:
+    """A lookup of any window or drift figure by name, for one evaluation of the rules."""
+    return FigureLookup(workspace, embed)
 
 
 @dataclass
@@ -75,7 +104,9 @@ class ServerMonitor:
     idle: Callable[[], bool] | None = None  # no request generating: background work may run
     scorer: OnlineScorer = field(init=False)
     _counted: dict[str, int] = field(default_factory=dict)
-    _drift_at: float = float("-inf")
+    _drift_cache: dict[tuple[str, float], tuple[float, dict[str, float | None]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.scorer = OnlineScorer(
@@ -104,34 +135,23 @@ class ServerMonitor:
                     self.metrics.monitor_figure.remove(stack, name)
 
     def refresh(self, now: float | None = None) -> None:
-        """Recompute the gauges of every monitored stack (drift every drift_interval_s)
-        and evaluate alert rules."""
+        """Recompute the gauges of every monitored stack and evaluate alert rules, from one
+        lookup: a rule on the gauges' window reuses their figures, and drift (embedding)
+        is recomputed at most every drift_interval_s, only while no request generates."""
         now = time.time() if now is None else now
         window = self.config.window_s
-        redrift = (
-            self.config.drift
-            and now - self._drift_at >= self.config.drift_interval_s
-            and (self.idle is None or self.idle())  # seconds of embedding: only when free
+        lookup = FigureLookup(
+            self.workspace,
+            self.embed,
+            drift_cache=self._drift_cache,
+            drift_max_age_s=self.config.drift_interval_s,
         )
+        drift_now = self.config.drift and (self.idle is None or self.idle())
         for stack in self.stacks:
-            self._show(stack, window_figures(self.workspace.engine, stack, now - window, now))
-            if redrift:
-                report = drift_report(
-                    self.workspace,
-                    stack,
-                    (now - window, now),
-                    (now - 2 * window, now - window),
-                    embed=self.embed,
-                )
-                self._show(stack, report.figures())
-        if redrift:
-            self._drift_at = now
-        evaluate_rules(
-            self.workspace.engine,
-            figure_of(self.workspace, self.embed),
-            now=now,
-            notifier=self.notifier,
-        )
+            self._show(stack, lookup.window(stack, window, now))
+            if drift_now:
+                self._show(stack, lookup.drift(stack, window, now))
+        evaluate_rules(self.workspace.engine, lookup, now=now, notifier=self.notifier)
         firing: dict[str, int] = dict.fromkeys(self.stacks, 0)
         for rule in list_rules(self.workspace.engine):
             firing[rule["stack"]] = firing.get(rule["stack"], 0) + (rule["state"] == "firing")
