@@ -299,3 +299,12 @@ def test_query_embedding_drift_with_the_shipped_embedder(
     )
     assert not same_mmd.drifted
     assert moved_mmd.drifted and moved_mmd.statistic > 3 * same_mmd.statistic
+
+
+def test_feedback_kinds_from_comma_separated_options() -> None:
+    from slmops.monitor.feedback import parse_kinds
+
+    assert parse_kinds("positive, corrected") == ["positive", "corrected"]
+    assert parse_kinds(["negative", "reviewed,any"]) == ["negative", "reviewed", "any"]
+    with pytest.raises(FeedbackError, match="unknown feedback kind.*grumpy; kinds: positive"):
+        parse_kinds("positive,grumpy")

@@ -32,6 +32,7 @@ from slmops.eval.metrics import JudgeScore
 from slmops.eval.report import render_report
 from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
 from slmops.eval.squad import read_squad
+from slmops.monitor.feedback import parse_kinds
 from slmops.monitor.trace_data import cases_from_traces
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
@@ -72,7 +73,7 @@ def dataset_from_traces_command(
 ) -> None:
     """Store rated production traces as a dataset version: input, the correction (or an
     answer rated good) as reference, labels as tags, trace and retrieved chunks kept."""
-    kinds = [kind.strip() for kind in feedback.split(",") if kind.strip()]
+    kinds = parse_kinds(feedback)
     with open_workspace(workspace) as ws:
         cases, chosen = cases_from_traces(
             ws.engine, stack, kinds, with_corrections=with_corrections, limit=limit

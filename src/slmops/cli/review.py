@@ -26,7 +26,7 @@ from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.cli.trace import _span_label  # private, but the one way a span is rendered
 from slmops.errors import SlmopsError
 from slmops.monitor.alerts import parse_duration
-from slmops.monitor.feedback import KINDS, FeedbackError, kind_condition
+from slmops.monitor.feedback import KINDS, FeedbackError, parse_kinds
 from slmops.monitor.records import TraceRecord, load_records
 from slmops.monitor.review import (
     Verdict,
@@ -234,10 +234,8 @@ def review_command(
 ) -> None:
     """Review a sample of a stack's answers, one key each; rerun to continue."""
     now = time.time()
-    kinds = [k.strip() for given in feedback for k in given.split(",") if k.strip()]
     try:
-        if kinds:
-            kind_condition(kinds)
+        kinds = parse_kinds(feedback)
     except FeedbackError as exc:
         raise typer.BadParameter(str(exc), param_hint="--feedback") from None
     started, ended = _ago(since, "--since", now), _ago(until, "--until", now)

@@ -28,6 +28,7 @@ from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.core.tracing import Tracer
 from slmops.errors import ConfigError
+from slmops.monitor.feedback import parse_kinds
 from slmops.monitor.trace_data import training_choice
 from slmops.train.args import LoraArgs, TrainArgs, check_args
 from slmops.train.checkpoints import TrainState
@@ -116,7 +117,7 @@ def data_command(
             keep: set[str] | None = None
             replies: dict[str, str] = {}
             if feedback is not None:
-                keep, replies = training_choice(ws.engine, from_traces, _kinds(feedback))
+                keep, replies = training_choice(ws.engine, from_traces, parse_kinds(feedback))
             built = examples_from_traces(
                 ws,
                 from_traces,
@@ -142,10 +143,6 @@ def data_command(
         f"{version.ref} {verb}: {version.examples} {version.format} examples "
         f"({version.train} train, {version.heldout} held out)"
     )
-
-
-def _kinds(text: str) -> list[str]:
-    return [kind.strip() for kind in text.split(",") if kind.strip()]
 
 
 @app.command("datasets")

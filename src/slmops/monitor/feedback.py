@@ -171,14 +171,27 @@ def record_feedback(
     return row
 
 
-def kind_condition(kinds: Collection[str]) -> Any:
-    """A SQL condition on feedback rows matching any of the kinds: positive (score >= 0.5),
-    negative (score < 0.5), corrected (has a correction), reviewed (from a reviewer)."""
+def parse_kinds(texts: str | Sequence[str]) -> list[str]:
+    """Feedback kinds from comma-separated text (a CLI option, given once or repeated),
+    checked against :data:`KINDS`."""
+    given = [texts] if isinstance(texts, str) else list(texts)
+    kinds = [kind.strip() for text in given for kind in text.split(",") if kind.strip()]
+    _check_kinds(kinds)
+    return kinds
+
+
+def _check_kinds(kinds: Collection[str]) -> None:
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise FeedbackError(
             f"unknown feedback kind(s) {', '.join(sorted(unknown))}; kinds: {', '.join(KINDS)}"
         )
+
+
+def kind_condition(kinds: Collection[str]) -> Any:
+    """A SQL condition on feedback rows matching any of the kinds: positive (score >= 0.5),
+    negative (score < 0.5), corrected (has a correction), reviewed (from a reviewer)."""
+    _check_kinds(kinds)
     conditions = {
         "positive": feedback.c.score >= 0.5,
         "negative": feedback.c.score < 0.5,

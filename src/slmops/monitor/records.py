@@ -44,7 +44,8 @@ class TraceRecord:
     spans: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _json(text: Any) -> Any:
+def json_or_text(text: Any) -> Any:
+    """A stored attribute decoded from JSON, or as it is when it is not JSON."""
     if not isinstance(text, str):
         return text
     try:
@@ -79,13 +80,13 @@ def record_of(trace: dict[str, Any], span_rows: Sequence[dict[str, Any]]) -> Tra
     """The view of one trace (its row and its spans, as the store returns them)."""
     root = next((s for s in span_rows if s["parent_id"] is None), None)
     root_attributes = root["attributes"] if root else {}
-    stored_input = _json(root_attributes.get("slmops.input"))
+    stored_input = json_or_text(root_attributes.get("slmops.input"))
     if isinstance(stored_input, list):  # a chat request: the last user turn is the question
         users = [m for m in stored_input if isinstance(m, dict) and m.get("role") == "user"]
         question = str(users[-1].get("content", "")) if users else ""
     else:
         question = question_of(stored_input)
-    output = _json(root_attributes.get("slmops.output"))
+    output = json_or_text(root_attributes.get("slmops.output"))
     answer, refused, reason = _answer(output)
     record = TraceRecord(
         trace_id=trace["trace_id"],

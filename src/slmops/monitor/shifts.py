@@ -8,7 +8,6 @@ statistics are in :mod:`slmops.monitor.drift`.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from slmops.data.corpus import corpora_for
 from slmops.errors import SlmopsError
 from slmops.monitor import drift
 from slmops.monitor.figures import LIVE_TRAFFIC
-from slmops.monitor.records import question_of
+from slmops.monitor.records import json_or_text, question_of
 from slmops.store.schema import spans, traces
 from slmops.store.workspace import Workspace
 
@@ -101,7 +100,7 @@ def window_sample(
                 )
                 if row[0]
             ]
-    questions = [question_of(_loads(text)) for text in inputs]
+    questions = [question_of(json_or_text(text)) for text in inputs]
     sample.questions = [q for q in questions if q.strip()]
     return sample
 
@@ -113,13 +112,6 @@ def _embedded(embed: Embed, texts: Sequence[str], batch: int = 16) -> np.ndarray
         np.asarray(embed(texts[i : i + batch]), np.float64) for i in range(0, len(texts), batch)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, 0))
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def corpus_vectors(workspace: Workspace, stack: str, *, max_points: int = 500) -> np.ndarray:
