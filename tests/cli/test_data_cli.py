@@ -79,3 +79,30 @@ def test_data_errors_are_one_red_line(tmp_path):
         slmops("data", "ingest", str(docs), "-c", "Bad Name", home=tmp_path),
         "corpus name 'Bad Name'",
     )
+
+
+def test_ingest_refuses_to_lose_documents_by_mistake(tmp_path):
+    home, docs, other = tmp_path / "ws", tmp_path / "docs", tmp_path / "other"
+    docs.mkdir()
+    other.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds take five business days.\n")
+    (docs / "shipping.md").write_text("# Shipping\n\nShipping is free over 50 euros.\n")
+    (other / "returns.md").write_text("# Returns\n\nReturns are accepted for 30 days.\n")
+    assert slmops("data", "ingest", str(docs), "-c", "kb", home=home).returncode == 0
+
+    typo = tmp_path / "dcos"
+    assert_one_line_error(
+        slmops("data", "ingest", str(typo), "-c", "kb", home=home),
+        f"path {typo} does not exist; nothing was ingested into corpus 'kb'",
+    )
+    refused = slmops("data", "ingest", str(other), "-c", "kb", home=home)
+    assert_one_line_error(refused, "would remove 2 of the 2 documents of kb@1")
+    assert "--allow-removals" in refused.stderr and "--add" in refused.stderr
+
+    added = slmops("data", "ingest", str(other), "-c", "kb", "--add", "-m", "returns", home=home)
+    assert "kb@2 committed: 3 documents, 3 chunks: 1 added, 0 removed" in added.stdout
+    replaced = slmops(
+        "data", "ingest", str(other), "-c", "kb", "--allow-removals", "-m", "only", home=home
+    )
+    assert "kb@3 committed: 1 documents" in replaced.stdout
+    assert "2 documents removed" in replaced.stdout

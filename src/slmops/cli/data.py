@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
-from slmops.data.corpus import corpora_for
+from slmops.data.corpus import DEFAULT_WRITE_WAIT, check_ingest, corpora_for
 from slmops.models.loading import load_embedder
 from slmops.store.workspace import Workspace
 
@@ -28,6 +29,7 @@ app = typer.Typer(help="Ingest, search and version document corpora.", no_args_i
 
 def ingest_with_progress(ws: Workspace, corpus: str, paths: list[Path], **options: Any) -> None:
     """Ingest with a progress bar per stage, then print what changed (or that nothing did)."""
+    check_ingest(corpus, paths)  # a typo fails now, not after seconds of loading the model
     with console.status("Loading the embedder..."):  # torch + the model: seconds, once
         load_embedder(options.get("embedder") or ws.settings.embedder)
     bar = Progress(
@@ -42,7 +44,8 @@ def ingest_with_progress(ws: Workspace, corpus: str, paths: list[Path], **option
 
     def on_progress(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            label = "waiting for another ingest of this corpus" if stage == "waiting" else stage
+            tasks[stage] = bar.add_task(label, total=max(total, 1))
         bar.update(tasks[stage], completed=done, total=max(total, 1))
 
     with bar:
@@ -55,6 +58,8 @@ def ingest_with_progress(ws: Workspace, corpus: str, paths: list[Path], **option
         f"{report.embedded} "
         f"embedded, {report.duplicates} duplicates dropped"
     )
+    if report.removed_documents:
+        summary += f"; {report.removed_documents} documents removed"
     if report.version is None:
         console.print(f"{corpus}: nothing changed ({summary}); no new version")
     else:
@@ -69,9 +74,29 @@ def ingest_command(
     embedder: str | None = typer.Option(None, "--embedder", help="Embedder URI (new corpora)."),
     chunk_tokens: int = typer.Option(200, help="Chunk budget in embedder tokens (new corpora)."),
     overlap_tokens: int = typer.Option(32, help="Overlap in embedder tokens (new corpora)."),
+    add: bool = typer.Option(
+        False,
+        "--add",
+        help="Add or update these documents and keep every other document of the corpus.",
+    ),
+    allow_removals: bool = typer.Option(
+        False,
+        "--allow-removals",
+        help="Commit even if more than half of the corpus' documents would be removed.",
+    ),
+    wait: float = typer.Option(
+        DEFAULT_WRITE_WAIT,
+        "--wait",
+        min=0,
+        help="Seconds to wait for another ingest of this corpus to finish (inf: no limit).",
+    ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
-    """Bring a corpus to exactly these documents and commit a version."""
+    """Bring a corpus to exactly these documents (with --add: add them to it) and commit a
+    version. Fails, committing nothing, on a path that does not exist or when more than
+    half of the documents would be removed (unless --allow-removals)."""
+    if math.isnan(wait):  # passes min=0 (no comparison holds) and would wait forever
+        raise typer.BadParameter("must be a number of seconds, not nan", param_hint="--wait")
     with open_workspace(workspace) as ws:
         ingest_with_progress(
             ws,
@@ -81,6 +106,9 @@ def ingest_command(
             embedder=embedder,
             chunk_tokens=chunk_tokens,
             overlap_tokens=overlap_tokens,
+            add=add,
+            allow_removals=allow_removals,
+            wait=wait,
         )
 
 

@@ -6,26 +6,39 @@ chunks, adding new ones, rebuilding the full-text index) and then records a corp
 pinning the LanceDB table version it reached. Readers only ever see committed versions, so an
 ingest that dies midway leaves the last committed version intact; the next ingest first
 restores the table to it.
+
+Writers of one corpus take turns. An ingest (or import) holds the corpus' writer lock, a
+file lock, from reading the latest version until its version row is committed: restoring the
+table, writing it and numbering the version all assume nobody else writes the corpus
+meanwhile. Two writers that do not share the lock file (two machines on one S3 store, each
+with its own workspace folder) are caught instead: a writer whose LanceDB commit conflicts
+with the other's, whose table version holds anything but what it wrote, or whose version
+number was taken, commits nothing and fails with :class:`CorpusBusyError`. (LanceDB's
+conflicts are told by their message; one it words otherwise still commits nothing, but
+comes out as LanceDB's own error.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from slmops.data.chunking import Chunk, Chunker
 from slmops.data.documents import Skipped, load_paths
 from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
-from slmops.errors import NotFoundError, SlmopsError
+from slmops.errors import NotFoundError, SlmopsError, WorkspaceError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
 from slmops.store.names import name_problem, tag_problem
@@ -35,6 +48,16 @@ from slmops.store.workspace import Workspace
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# How long an ingest waits for another writer of the same corpus before giving up: long
+# enough for a typical ingest to finish, short enough that a stuck one is noticed.
+DEFAULT_WRITE_WAIT = 600.0
+
+# How LanceDB (lance 13) reports a write that collided with another writer's: a commit
+# conflict (RuntimeError), or the new corpus' table created meanwhile (ValueError).
+_WRITE_CONFLICT = re.compile(
+    r"commit conflict|incompatible transaction|^table .* already exists", re.IGNORECASE
+)
 
 FILTER_COLUMNS = ("doc_id", "source", "file_type", "section", "page_start", "line_start")
 _COLUMNS = [
@@ -59,6 +82,15 @@ class DataError(SlmopsError):
     """A corpus operation cannot be done as asked."""
 
 
+class CorpusBusyError(DataError):
+    """Another process is writing the corpus: the wait for it ran out, or it wrote the
+    corpus while this ingest did (then nothing of this ingest was committed)."""
+
+
+class TooManyRemovalsError(DataError):
+    """An ingest would remove most of the corpus' documents and was not told it may."""
+
+
 @dataclass(frozen=True)
 class CorpusVersion:
     corpus: str
@@ -81,6 +113,7 @@ class IngestReport:
     removed: int = 0
     updated: int = 0  # same chunk, new fields (its source path or location moved)
     unchanged: int = 0
+    removed_documents: int = 0  # documents of the latest version the new one no longer has
     embedded: int = 0
     duplicates: int = 0
     skipped: list[Skipped] = field(default_factory=list)
@@ -181,6 +214,27 @@ def filter_sql(where: dict[str, Any] | None) -> str | None:
     return " AND ".join(f"{c} = {_sql_literal(v)}" for c, v in columns.items()) or None
 
 
+def check_ingest(name: str, paths: Sequence[str | Path]) -> list[Path]:
+    """The paths of an ingest into corpus ``name``, checked before anything is loaded: a
+    path that does not exist is a mistake (a typo), never an empty folder."""
+    problem = name_problem("corpus", name)
+    if problem:
+        raise DataError(problem)
+    roots = [Path(p) for p in paths]
+    if not roots:
+        raise DataError(f"no paths given to ingest into corpus {name!r}")
+    missing = [str(root) for root in roots if not root.exists()]
+    if len(missing) == 1:
+        raise DataError(
+            f"path {missing[0]} does not exist; nothing was ingested into corpus {name!r}"
+        )
+    if missing:
+        raise DataError(
+            f"paths {', '.join(missing)} do not exist; nothing was ingested into corpus {name!r}"
+        )
+    return roots
+
+
 def metadata_matches(row: dict[str, Any], wanted: dict[str, Any]) -> bool:
     if not wanted:
         return True
@@ -219,6 +273,66 @@ class Corpora:
             if "not found" in str(exc):
                 return None
             raise
+
+    def lock_path(self, name: str) -> Path:
+        """The file behind corpus ``name``'s writer lock. Beside the LanceDB tables when the
+        artifact store is a folder (a shared mount too: every workspace writing those tables
+        then takes turns); an object store (S3) cannot hold a file lock, so then it is in the
+        workspace folder and covers the processes that open this workspace."""
+        uri = self.workspace.artifacts.uri(f"locks/corpus-{name}.lock")
+        if "://" not in uri:
+            return Path(uri)
+        return self.workspace.home / "locks" / f"corpus-{name}.lock"
+
+    @contextlib.contextmanager
+    def writing(
+        self, name: str, *, wait: float = DEFAULT_WRITE_WAIT, on_progress: Progress | None = None
+    ) -> Iterator[None]:
+        """Hold corpus ``name``'s writer lock, waiting up to ``wait`` seconds (``math.inf``:
+        as long as it takes) for another writer (then :class:`CorpusBusyError`). It protects
+        the whole read-latest, write the table, commit the version sequence: without it two
+        ingests restore, overwrite and number versions over each other (a version holding
+        another ingest's documents)."""
+        from filelock import FileLock, Timeout
+
+        if not wait >= 0:  # NaN too: it would wait forever
+            raise DataError(f"the wait for another writer must be 0 or more seconds, not {wait}")
+        path = self.lock_path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"cannot create the corpus lock folder {path.parent}: {exc}"
+            ) from exc
+        # Readable and writable by all: on a shared mount the next writer may be another user.
+        lock = FileLock(str(path), mode=0o666)
+
+        def acquire(timeout: float) -> bool:
+            try:
+                lock.acquire(timeout=timeout)
+            except Timeout:  # an OSError too: first
+                return False
+            except OSError as exc:  # another user's lock file, a read-only folder
+                raise WorkspaceError(
+                    f"cannot take the writer lock of corpus {name!r} ({path}): {exc}"
+                ) from exc
+            return True
+
+        progress = on_progress or (lambda stage, done, total: None)
+        waited = not acquire(0)
+        if waited:
+            progress("waiting", 0, 1)  # says why nothing moves while another ingest runs
+            if not acquire(wait):
+                raise CorpusBusyError(
+                    f"corpus {name!r} is being written by another process (waited {wait:g} s); "
+                    "retry when it is done"
+                )
+        try:
+            if waited:
+                progress("waiting", 1, 1)
+            yield
+        finally:
+            lock.release()
 
     def _table_at(self, name: str, lance_version: int) -> Any:
         """A read-only handle on the table as it was at ``lance_version`` (cached)."""
@@ -314,19 +428,22 @@ class Corpora:
         try:
             info = self.info(name)
         except NotFoundError:
-            with self.workspace.engine.begin() as connection:
-                connection.execute(
-                    insert(corpora).values(
-                        name=name,
-                        embedder=embedder_uri,
-                        dimension=embedder.dimension,
-                        chunk_tokens=chunk_tokens,
-                        overlap_tokens=overlap_tokens,
-                        created_at=time.time(),
-                        checked_out=None,
+            try:
+                with self.workspace.engine.begin() as connection:
+                    connection.execute(
+                        insert(corpora).values(
+                            name=name,
+                            embedder=embedder_uri,
+                            dimension=embedder.dimension,
+                            chunk_tokens=chunk_tokens,
+                            overlap_tokens=overlap_tokens,
+                            created_at=time.time(),
+                            checked_out=None,
+                        )
                     )
-                )
-            return self.info(name)
+            except IntegrityError:
+                pass  # a writer outside our lock created it first: use it as it is
+            info = self.info(name)
         if info["embedder"] != embedder_uri:
             raise DataError(
                 f"corpus {name!r} is embedded with {info['embedder']}, not "
@@ -357,70 +474,142 @@ class Corpora:
         chunk_tokens: int = 200,
         overlap_tokens: int = 32,
         batch_size: int = 64,
+        add: bool = False,
+        allow_removals: bool = False,
+        wait: float = DEFAULT_WRITE_WAIT,
         on_progress: Progress | None = None,
     ) -> IngestReport:
-        """Make the corpus hold exactly the documents under ``paths`` and commit a version.
+        """Make the corpus hold exactly the documents under ``paths`` and commit a version;
+        with ``add``, add or update those documents and keep every other document of the
+        latest version.
 
         Only chunks whose text the corpus has never embedded are embedded; unchanged chunks
-        keep their rows; chunks of removed or edited documents are dropped."""
+        keep their rows; chunks of removed or edited documents are dropped. Nothing is
+        committed when a path does not exist, nor when the new version would lack more than
+        half of the latest version's documents unless ``allow_removals`` (a mistyped or
+        emptied folder must not silently empty a corpus). Ingests of one corpus take turns:
+        this one waits up to ``wait`` seconds for another, then raises
+        :class:`CorpusBusyError`."""
+        roots = check_ingest(name, paths)
         progress = on_progress or (lambda stage, done, total: None)
         embedder_uri = embedder or self.workspace.settings.embedder
         model = load_embedder(embedder_uri)
-        info = self._ensure_corpus(name, embedder_uri, model, chunk_tokens, overlap_tokens)
-        chunker = Chunker(
-            model.count_tokens,
-            chunk_tokens=info["chunk_tokens"],
-            overlap_tokens=info["overlap_tokens"],
+        documents, skipped = load_paths(roots)  # reading files needs no lock: done first
+
+        with self.writing(name, wait=wait, on_progress=progress):
+            info = self._ensure_corpus(name, embedder_uri, model, chunk_tokens, overlap_tokens)
+            chunker = Chunker(
+                model.count_tokens,
+                chunk_tokens=info["chunk_tokens"],
+                overlap_tokens=info["overlap_tokens"],
+            )
+            versions = self.log(name)
+            committed = versions[0] if versions else None
+            table = self._head_table(name, committed)
+            old = self._existing_rows(table)
+
+            # With ``add`` the latest version's other documents stay as they are; their
+            # texts count as seen, so the corpus still holds every text once.
+            given = {document.doc_id for document in documents}
+            kept = {
+                cid: entry
+                for cid, entry in old.items()
+                if add and entry["row"]["doc_id"] not in given
+            }
+            kept_docs = {entry["row"]["doc_id"] for entry in kept.values()}
+            report = IngestReport(
+                corpus=name,
+                version=None,
+                documents=len(documents) + len(kept_docs),
+                skipped=skipped,
+            )
+            chunks: list[Chunk] = []
+            seen_text = {entry["text_hash"] for entry in kept.values()}
+            for index, document in enumerate(documents, start=1):
+                for chunk in chunker.chunk(document):
+                    if chunk.text_hash in seen_text:
+                        report.duplicates += 1
+                        continue
+                    seen_text.add(chunk.text_hash)
+                    chunks.append(chunk)
+                progress("chunking", index, len(documents))
+            report.chunks = len(chunks) + len(kept)
+
+            new_ids = {c.chunk_id for c in chunks} | kept.keys()
+            keep = {
+                c.chunk_id
+                for c in chunks
+                if c.chunk_id in old and old[c.chunk_id]["row"] == self._row_fields(c)
+            }
+            to_add = [c for c in chunks if c.chunk_id not in keep]
+            to_remove = [cid for cid in old if cid not in keep and cid not in kept]
+            report.unchanged = len(keep) + len(kept)
+            report.added = len([c for c in to_add if c.chunk_id not in old])
+            report.updated = len(to_add) - report.added
+            report.removed = len([cid for cid in old if cid not in new_ids])
+            self._check_removals(
+                name, committed, old, {c.doc_id for c in chunks} | kept_docs, allow_removals, report
+            )
+            if not to_add and not to_remove and committed is not None:
+                return report  # nothing changed: no new version
+
+            vectors, report.embedded = self._vectors_for(to_add, old, model, batch_size, progress)
+            rows = [
+                {
+                    **self._row_fields(c),
+                    "chunk_id": c.chunk_id,
+                    "text_hash": c.text_hash,
+                    "vector": vectors[c.text_hash],
+                }
+                for c in to_add
+            ]
+            progress("indexing", 0, 1)
+            table = self._write(name, table, rows, to_remove, model.dimension)
+            progress("indexing", 1, 1)
+            expected = (old.keys() - set(to_remove)) | {c.chunk_id for c in to_add}
+            self._check_written(name, table, expected)
+            if add and not message:
+                message = f"add or update {len(documents)} documents"
+            report.version = self._commit(name, table, committed, message, report, report.documents)
+        return report
+
+    @staticmethod
+    def _check_removals(
+        name: str,
+        committed: CorpusVersion | None,
+        old: dict[str, dict[str, Any]],
+        remaining: set[str],
+        allow_removals: bool,
+        report: IngestReport,
+    ) -> None:
+        """Refuse a version that lacks more than half of the latest version's documents
+        (all of them included) unless removals were allowed: that is what a mistyped,
+        emptied or wrongly mounted folder looks like."""
+        before = {entry["row"]["doc_id"] for entry in old.values()}
+        gone = sorted(before - remaining)
+        report.removed_documents = len(gone)
+        if not gone or allow_removals or len(gone) * 2 <= len(before) or committed is None:
+            return
+        examples = ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else "")
+        raise TooManyRemovalsError(
+            f"this ingest would remove {len(gone)} of the {len(before)} documents of "
+            f"{name}@{committed.version} ({examples}); nothing was committed. Pass "
+            "--allow-removals (allow_removals=True) if that is intended, or --add (add=True) "
+            "to add and update documents and keep the others"
         )
 
-        documents, skipped = load_paths([Path(p) for p in paths])
-        report = IngestReport(corpus=name, version=None, documents=len(documents), skipped=skipped)
-        chunks: list[Chunk] = []
-        seen_text: set[str] = set()
-        for index, document in enumerate(documents, start=1):
-            for chunk in chunker.chunk(document):
-                if chunk.text_hash in seen_text:
-                    report.duplicates += 1
-                    continue
-                seen_text.add(chunk.text_hash)
-                chunks.append(chunk)
-            progress("chunking", index, len(documents))
-        report.chunks = len(chunks)
-
-        versions = self.log(name)
-        committed = versions[0] if versions else None
-        table = self._head_table(name, committed)
-        old = self._existing_rows(table)
-        new_ids = {c.chunk_id for c in chunks}
-        keep = {
-            c.chunk_id
-            for c in chunks
-            if c.chunk_id in old and old[c.chunk_id]["row"] == self._row_fields(c)
-        }
-        to_add = [c for c in chunks if c.chunk_id not in keep]
-        to_remove = [cid for cid in old if cid not in new_ids or cid not in keep]
-        report.unchanged = len(keep)
-        report.added = len([c for c in to_add if c.chunk_id not in old])
-        report.updated = len(to_add) - report.added
-        report.removed = len([cid for cid in old if cid not in new_ids])
-        if not to_add and not to_remove and committed is not None:
-            return report  # nothing changed: no new version
-
-        vectors, report.embedded = self._vectors_for(to_add, old, model, batch_size, progress)
-        rows = [
-            {
-                **self._row_fields(c),
-                "chunk_id": c.chunk_id,
-                "text_hash": c.text_hash,
-                "vector": vectors[c.text_hash],
-            }
-            for c in to_add
-        ]
-        progress("indexing", 0, 1)
-        table = self._write(name, table, rows, to_remove, model.dimension)
-        progress("indexing", 1, 1)
-        report.version = self._commit(name, table, committed, message, report, len(documents))
-        return report
+    @staticmethod
+    def _check_written(name: str, table: Any, expected: set[str]) -> None:
+        """The table version this ingest reached must hold exactly its chunks. It does
+        unless a writer that does not share our lock wrote the table meanwhile (LanceDB
+        then merges both writes into one version), and committing that would pin a
+        version holding another ingest's documents."""
+        written = table.search().select(["chunk_id"]).limit(None).to_arrow()
+        if set(written.column("chunk_id").to_pylist()) != expected:
+            raise CorpusBusyError(
+                f"corpus {name!r} was written by another process during this ingest; "
+                "nothing was committed: retry"
+            )
 
     @staticmethod
     def _row_fields(chunk: Chunk) -> dict[str, Any]:
@@ -505,17 +694,26 @@ class Corpora:
                 ("metadata", pa.string()),
             ]
         )
-        if table is None:
-            table = self.db.create_table(name, schema=schema)
-        for start in range(0, len(to_remove), 500):
-            ids = ", ".join(_sql_literal(cid) for cid in to_remove[start : start + 500])
-            table.delete(f"chunk_id IN ({ids})")
-        if rows:
-            table.add(pa.Table.from_pylist(rows, schema=schema))
-        if table.count_rows() > 0:
-            from lancedb.index import FTS
+        from lancedb.index import FTS
 
-            table.create_index("text", config=FTS(), replace=True)
+        try:
+            if table is None:
+                table = self.db.create_table(name, schema=schema)
+            for start in range(0, len(to_remove), 500):
+                ids = ", ".join(_sql_literal(cid) for cid in to_remove[start : start + 500])
+                table.delete(f"chunk_id IN ({ids})")
+            if rows:
+                table.add(pa.Table.from_pylist(rows, schema=schema))
+            if table.count_rows() > 0:
+                table.create_index("text", config=FTS(), replace=True)
+        except (RuntimeError, ValueError) as exc:
+            if not _WRITE_CONFLICT.search(str(exc)):
+                raise
+            # Only a writer outside our lock writes the table meanwhile.
+            raise CorpusBusyError(
+                f"corpus {name!r} was written by another process during this ingest; "
+                "nothing was committed: retry"
+            ) from exc
         return table
 
     def _commit(
@@ -536,22 +734,29 @@ class Corpora:
             "duplicates": report.duplicates,
             "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
         }
-        with self.workspace.engine.begin() as connection:
-            connection.execute(
-                insert(corpus_versions).values(
-                    corpus=name,
-                    version=version,
-                    lance_version=table.version,
-                    message=message or f"ingest {documents} documents",
-                    created_at=time.time(),
-                    documents=documents,
-                    chunks=report.chunks,
-                    stats=stats,
+        try:
+            with self.workspace.engine.begin() as connection:
+                connection.execute(
+                    insert(corpus_versions).values(
+                        corpus=name,
+                        version=version,
+                        lance_version=table.version,
+                        message=message or f"ingest {documents} documents",
+                        created_at=time.time(),
+                        documents=documents,
+                        chunks=report.chunks,
+                        stats=stats,
+                    )
                 )
-            )
-            connection.execute(
-                update(corpora).where(corpora.c.name == name).values(checked_out=None)
-            )
+                connection.execute(
+                    update(corpora).where(corpora.c.name == name).values(checked_out=None)
+                )
+        except IntegrityError:
+            # Only a writer outside our lock can have taken this number; its version stands.
+            raise CorpusBusyError(
+                f"corpus {name!r} got version {version} from another process during this "
+                "ingest; nothing was committed: retry"
+            ) from None
         return version
 
     # --- reading -------------------------------------------------------------------------
@@ -699,24 +904,30 @@ class Corpora:
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"{source} is not an slmops corpus export: {exc}") from None
         corpus = name or meta["name"]
-        if corpus in self.names():
+        problem = name_problem("corpus", corpus)
+        if problem:
+            raise DataError(problem)
+        if corpus in self.names():  # before loading the embedder; checked again under the lock
             raise DataError(f"corpus {corpus!r} already exists; import under another --name")
         model = load_embedder(meta["embedder"])
-        self._ensure_corpus(
-            corpus, meta["embedder"], model, meta["chunk_tokens"], meta["overlap_tokens"]
-        )
         rows = table.replace_schema_metadata(None).to_pylist()
-        written = self._write(corpus, None, rows, [], model.dimension)
-        report = IngestReport(corpus=corpus, version=None, chunks=len(rows), added=len(rows))
-        documents = len({r["doc_id"] for r in rows})
-        self._commit(
-            corpus,
-            written,
-            None,
-            f"import of {meta['name']}@{meta['version']} from {source.name}",
-            report,
-            documents,
-        )
+        with self.writing(corpus):  # an ingest of the same name must not start meanwhile
+            if corpus in self.names():
+                raise DataError(f"corpus {corpus!r} already exists; import under another --name")
+            self._ensure_corpus(
+                corpus, meta["embedder"], model, meta["chunk_tokens"], meta["overlap_tokens"]
+            )
+            written = self._write(corpus, None, rows, [], model.dimension)
+            report = IngestReport(corpus=corpus, version=None, chunks=len(rows), added=len(rows))
+            documents = len({r["doc_id"] for r in rows})
+            self._commit(
+                corpus,
+                written,
+                None,
+                f"import of {meta['name']}@{meta['version']} from {source.name}",
+                report,
+                documents,
+            )
         return self.resolve(f"{corpus}@latest")
 
 
