@@ -1,0 +1,1 @@
+"""Checks of the deployment files: Dockerfile, compose.yaml, deploy/ (Helm chart, configs)."""
