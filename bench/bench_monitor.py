@@ -192,7 +192,7 @@ def main() -> None:
     try:
         workspace = Workspace.open(root / "ws")
         corpora_for(workspace).ingest("docs", [bundled_docs()])
-        ensure_workspace_stack("docs-rag", "rag", workspace)
+        ensure_workspace_stack("docs-rag", "rag", workspace, answer="generative")
         if "request" in args.parts:
             request_path(workspace, args)
         if "background" in args.parts:

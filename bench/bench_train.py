@@ -128,7 +128,8 @@ def prepare_data(ws: Workspace, per_sentence: int) -> tuple[str, str]:
     if "handbook-train" in train_sets.names() and "handbook-heldout" in datasets.names():
         return "handbook-train@latest", "handbook-heldout@latest"
     corpora_for(ws).ingest("handbook", [bundled_docs()])
-    ensure_workspace_stack(STACK, "rag", ws, corpus="handbook")
+    # generative: the model answers, so its fine-tuning shows (extractive never calls it)
+    ensure_workspace_stack(STACK, "rag", ws, corpus="handbook", answer="generative")
     sentences = sentences_of(ws)
     print(f"{len(sentences)} sentences in the handbook")
     cases = write_questions(sentences, per_sentence)

@@ -1,4 +1,4 @@
-"""External check: the RAG quickstart's stack on public QA sets, offline.
+"""External check: the rag template's answer modes on public QA sets, offline.
 
 No QA data set is fetchable at run time here, but allennlp 0.9.0's wheel on PyPI carries
 test fixtures cut from three public sets: SQuAD v1.1 dev (5 questions on 2 Wikipedia
@@ -6,14 +6,18 @@ paragraphs), TriviaQA's Wikipedia domain (questions with the Wikipedia articles 
 their answers) and DROP (questions needing counting or arithmetic over a passage). This
 script downloads that wheel once (pip, pinned by sha256), turns TriviaQA and DROP into
 SQuAD's format, imports all three with ``read_squad`` (what ``slmops eval import-squad``
-does) into one corpus, so every passage is a distractor for the other questions, and runs
-the ``rag`` template (the quickstart's stack: retrieve k=4 hybrid, SmolLM2-135M, cite
-check) over each set with ``EvalRun``.
+does) into one corpus, so every passage is a distractor for the other questions, adds ten
+unanswerable questions (bench/data/public-qa-unanswerable.jsonl: facts the corpus does not
+hold), and runs the ``rag`` template (the quickstart's stack: retrieve k=4 hybrid,
+SmolLM2-135M, cite check) in each answer mode (extractive, hybrid, generative) over each set
+with ``EvalRun``. The bundled handbook with its own hand-written questions
+(bench/data/handbook-qa.jsonl: 18 answerable, 8 not) is the fifth set.
 
-Besides the stack's own figures it prints the reader's answer before the cite check
-(``raw contains``), read from each case's trace, so the cost of refusing is visible.
+Each extractive and hybrid run is then compared with the generative run on the same cases
+(``eval compare``: the change of each metric with its 95% paired bootstrap interval).
 
-Run: python bench/eval_public_qa.py [--cache DIR] [--workspace DIR] [--concurrency 1 2 4]
+Run: python bench/eval_public_qa.py [--cache DIR] [--workspace DIR] [--modes ...]
+     [--concurrency 1 2 4]
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from slmops.apps.build import build_stack
+from slmops.apps.extractive import ANSWER_MODES
+from slmops.apps.quickstart import bundled_docs
 from slmops.apps.templates import DEFAULT_MODEL, ensure_workspace_stack
 from slmops.core.runtime import Runtime
 from slmops.data.corpus import corpora_for
-from slmops.eval.datasets import Datasets
-from slmops.eval.metrics import CaseResult, ContainsAnswer
+from slmops.eval.compare import compare_runs
+from slmops.eval.datasets import Datasets, read_cases
+from slmops.eval.metrics import CaseResult
 from slmops.eval.runner import EvalRun, build_metrics, load_results
 from slmops.eval.squad import read_squad
 from slmops.store import Workspace
@@ -56,7 +63,7 @@ METRICS = [
     "refusal_correctness",
 ]
 CORPUS = "public-qa"
-STACK = "public-qa-rag"
+DATA = Path(__file__).parent / "data"
 
 
 def fetch_wheel(cache: Path) -> Path:
@@ -124,28 +131,55 @@ def drop_as_squad(wheel: zipfile.ZipFile) -> dict[str, Any]:
     return squad_json(articles)
 
 
-def raw_contains(ws: Workspace, rows: list[dict[str, Any]]) -> float | None:
-    """Contains-answer of the model's reply before the cite check, from each trace."""
-    metric = ContainsAnswer()
-    scores = []
-    for row in rows:
-        result = CaseResult(**row["result"])
-        if row["trace_id"] is None or result.reference is None:
-            continue
-        _, spans = get_trace(ws.engine, row["trace_id"])
-        replies = [
-            s["attributes"].get("slmops.llm.response", "") for s in spans if s["kind"] == "llm"
-        ]
-        result.answer, result.refused = (replies[-1] if replies else ""), False
-        scores.append(metric.score(result))
-    valid = [s for s in scores if s is not None]
-    return sum(valid) / len(valid) if valid else None
+def set_figures(ws: Workspace, run_id: str, summary: dict[str, Any]) -> dict[str, float | None]:
+    """The table's figures for one run: metric means, refused and extracted shares, p50."""
+    rows = load_results(ws, run_id)
+    means = {k.split("@")[0]: m["mean"] for k, m in summary["metrics"].items()}
+    return {
+        **means,
+        "refused": sum(CaseResult(**r["result"]).refused for r in rows) / len(rows),
+        "extracted": sum(extracted(ws, r["trace_id"]) for r in rows) / len(rows),
+        "p50": summary["p50_latency_ms"],
+        "cases": len(rows),
+    }
+
+
+def extracted(ws: Workspace, trace_id: str | None) -> bool:
+    """Whether the case's answer was the passages' sentences (the cite span says so)."""
+    if trace_id is None:
+        return False
+    _, spans = get_trace(ws.engine, trace_id)
+    answered = [s["attributes"] for s in spans if "slmops.cite.extracted" in s["attributes"]]
+    return (
+        bool(answered)
+        and bool(answered[-1]["slmops.cite.extracted"])
+        and not bool(answered[-1].get("slmops.cite.refused"))
+    )
+
+
+def mode_stack(ws: Workspace, name: str, corpus: str, mode: str) -> Any:
+    ensure_workspace_stack(name, "rag", ws, corpus=corpus, model=DEFAULT_MODEL, answer=mode)
+    return build_stack(name, ws)
+
+
+SHOWN = ("contains_answer", "token_f1", "faithfulness", "refusal_correctness")
+COLUMNS = [
+    ("hit@4", "hit_rate"),
+    ("EM", "exact_match"),
+    ("F1", "token_f1"),
+    ("contains", "contains_answer"),
+    ("faithful", "faithfulness"),
+    ("refusal ok", "refusal_correctness"),
+    ("refused", "refused"),
+    ("extracted", "extracted"),
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "slmops-data")
     parser.add_argument("--workspace", type=Path, help="Keep the workspace here (else a temp dir).")
+    parser.add_argument("--modes", nargs="+", default=list(ANSWER_MODES), choices=ANSWER_MODES)
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -166,44 +200,62 @@ def main() -> None:
         ws = Workspace.open(args.workspace or work / "ws")
         folder = ws.home / "imports" / CORPUS  # a fixed place: a re-run changes no version
         folder.mkdir(parents=True, exist_ok=True)
-        sets = {}
+        sets: dict[str, str] = {}  # dataset -> corpus
         for name, data in sources.items():
             (work / f"{name}.json").write_text(json.dumps(data))
-            sets[name] = read_squad(work / f"{name}.json", documents_file=f"{name}.jsonl")
-            sets[name].write_documents(folder / f"{name}.jsonl")
-            Datasets(ws).add(f"{name}-sample", sets[name].cases, source="squad")
-        report = corpora_for(ws).ingest(CORPUS, [folder / f"{n}.jsonl" for n in sets])
-        print(
-            f"corpus {CORPUS}: {report.documents} passages, {report.chunks} chunks; "
-            + ", ".join(f"{n} {len(s.cases)} questions" for n, s in sets.items())
+            imported = read_squad(work / f"{name}.json", documents_file=f"{name}.jsonl")
+            imported.write_documents(folder / f"{name}.jsonl")
+            Datasets(ws).add(f"{name}-sample", imported.cases, source="squad")
+            sets[f"{name}-sample"] = CORPUS
+        Datasets(ws).add("public-unanswerable", read_cases(DATA / "public-qa-unanswerable.jsonl"))
+        sets["public-unanswerable"] = CORPUS
+        report = corpora_for(ws).ingest(  # exactly these passages, as import-squad does
+            CORPUS, [folder / f"{n}.jsonl" for n in sources], allow_removals=True
         )
-        ensure_workspace_stack(STACK, "rag", ws, corpus=CORPUS, model=DEFAULT_MODEL)
-        stack = build_stack(STACK, ws)
+        corpora_for(ws).ingest("handbook", [bundled_docs()])
+        Datasets(ws).add("handbook-qa", read_cases(DATA / "handbook-qa.jsonl"))
+        sets["handbook-qa"] = "handbook"
+        print(f"corpus {CORPUS}: {report.documents} passages, {report.chunks} chunks")
         runtime = Runtime.from_workspace(ws)
-        header = ["set", "cases", "hit@4", "MRR", "EM", "F1", "contains", "raw contains"]
-        header += ["faithful", "refused", "p50 ms"]
-        print("".join(f"{h:>13}" for h in header))
-        for name in sets:
-            runner = EvalRun(ws, stack, build_metrics(METRICS, ws.settings.embedder))
-            run_id = runner.start(f"{name}-sample", 1)
-            _, cases = Datasets(ws).cases(f"{name}-sample")
-            summary = asyncio.run(runner.execute(run_id, cases, runtime, concurrency=1))
-            rows = load_results(ws, run_id)
-            refused = sum(CaseResult(**r["result"]).refused for r in rows) / len(rows)
-            means = {k.split("@")[0]: m["mean"] for k, m in summary["metrics"].items()}
-
-            def cell(value: float | None) -> str:
-                return "n/a" if value is None else f"{value:.2f}"
-
-            values = [name, str(len(rows))]
-            values += [cell(means[k]) for k in ("hit_rate", "mrr", "exact_match", "token_f1")]
-            values += [cell(means["contains_answer"]), cell(raw_contains(ws, rows))]
-            values += [cell(means["faithfulness"]), cell(refused)]
-            values += [f"{summary['p50_latency_ms']:.0f}"]
-            print("".join(f"{v:>13}" for v in values) + f"   run {run_id[:12]}")
-        for concurrency in args.concurrency:
+        header = ["set", "mode", "cases", *(c for c, _ in COLUMNS), "p50 ms"]
+        print("".join(f"{h:>12}" for h in header))
+        runs: dict[tuple[str, str], str] = {}
+        for dataset, corpus in sets.items():
+            for mode in args.modes:
+                prefix = "handbook" if corpus == "handbook" else "public-qa"
+                stack = mode_stack(ws, f"{prefix}-{mode}", corpus, mode)
+                runner = EvalRun(ws, stack, build_metrics(METRICS, ws.settings.embedder))
+                run_id = runner.start(dataset, 1)
+                _, cases = Datasets(ws).cases(dataset)
+                summary = asyncio.run(runner.execute(run_id, cases, runtime, concurrency=1))
+                runs[dataset, mode] = run_id
+                figures = set_figures(ws, run_id, summary)
+                cells = [dataset.removesuffix("-sample"), mode, str(figures["cases"])]
+                cells += [cell(figures.get(key)) for _, key in COLUMNS]
+                cells.append(f"{figures['p50']:.0f}")
+                print("".join(f"{v:>12}" for v in cells) + f"   run {run_id[:12]}", flush=True)
+        print("\nAgainst the generative mode (change, 95% paired bootstrap interval):")
+        for (dataset, mode), run_id in runs.items():
+            baseline = runs.get((dataset, "generative"))
+            if mode == "generative" or baseline is None:
+                continue
+            comparison = compare_runs(ws, baseline, run_id)
+            parts = [
+                f"{d.metric} {d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}]"
+                for d in comparison.deltas
+                if d.metric
+                in ("contains_answer", "token_f1", "faithfulness", "refusal_correctness")
+            ]
+            print(f"  {dataset:>20} {mode:>10}: " + "; ".join(parts))
+        timed = "generative" if "generative" in args.modes else args.modes[0]
+        for concurrency in args.concurrency:  # the model's queue is what concurrency meets
+            stack = mode_stack(ws, f"public-qa-{timed}", CORPUS, timed)
             time_drop(ws, stack, runtime, concurrency)
         ws.close()
+
+
+def cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def time_drop(ws: Workspace, stack: Any, runtime: Runtime, concurrency: int) -> None:

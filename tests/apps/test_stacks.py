@@ -25,8 +25,10 @@ from slmops.store import Workspace
 from tests.apps.conftest import write_manifest
 
 
-def make(template: str, workspace: Workspace, directory: Path, name: str = "app") -> Stack:
-    init_stack(name, template, workspace, directory=directory)
+def make(
+    template: str, workspace: Workspace, directory: Path, name: str = "app", **values: str
+) -> Stack:
+    init_stack(name, template, workspace, directory=directory, **values)  # type: ignore[arg-type]
     return build_stack(name, workspace)
 
 
@@ -46,7 +48,7 @@ def test_init_refuses_to_overwrite(workspace: Workspace, tmp_path: Path) -> None
 def test_rag_answers_with_citations_and_refuses_off_topic(
     workspace: Workspace, stacks_dir: Path, handbook: Corpora, spans_of: Any
 ) -> None:
-    stack = make("rag", workspace, stacks_dir)
+    stack = make("rag", workspace, stacks_dir, answer="hybrid")
     result = stack.invoke("How do I version a prompt?")
     answer = result.output
     assert isinstance(answer, SourcedAnswer)
@@ -145,7 +147,7 @@ def test_router_streams_the_request_to_the_right_stack_as_a_nested_span(
     request_text: str,
     branch: str,
 ) -> None:
-    init_stack("front", "router", workspace, directory=stacks_dir)
+    init_stack("front", "router", workspace, directory=stacks_dir, answer="generative")
     assert (stacks_dir / "front-docs" / "slmops.toml").is_file()
     stack = build_stack("front", workspace)
     finished: list[tuple[Any, str]] = []
@@ -251,7 +253,8 @@ def test_a_locked_stack_keeps_its_chunks_when_the_corpus_changes(
         "# Prompt versions\n\nPrompts are versioned: every prompt add stores a new immutable "
         "version of the prompt, and prompt tags name prompt versions.\n"
     )
-    handbook.ingest("docs", [extra])  # the corpus is now only this document: version 2
+    # the corpus is now only this document: version 2
+    handbook.ingest("docs", [extra], allow_removals=True)
     locked = build_stack("finder", workspace).run(question)
     assert locked.version == 1
     assert [h.chunk_id for h in locked.hits] == [h.chunk_id for h in before.hits]
@@ -262,7 +265,7 @@ def test_a_locked_stack_keeps_its_chunks_when_the_corpus_changes(
 def test_streaming_yields_the_answer_then_the_cited_output(
     workspace: Workspace, stacks_dir: Path, handbook: Corpora, spans_of: Any
 ) -> None:
-    stack = make("rag", workspace, stacks_dir)
+    stack = make("rag", workspace, stacks_dir, answer="generative")
     finished: list[tuple[Any, str]] = []
 
     async def consume() -> list[str]:

@@ -69,11 +69,12 @@ def test_quickstart_gives_a_sourced_answer_with_versions_and_trace(tmp_path):
         "handbook-rag stack",
         "retrieve retrieval",
         "corpus=handbook version=1",
-        "answer llm",
-        "prompt=handbook-rag-answer@1",
+        "select select",
         "cite cite",
     ):
         assert expected in shown.stdout
+    assert "answer llm" not in shown.stdout  # the default extractive mode never calls the model
+    assert "the passages' own sentences" in result.stdout
 
     listed = slmops("trace", "list", home=tmp_path)
     assert trace_id in listed.stdout and "ok" in listed.stdout
@@ -111,8 +112,11 @@ def test_unreachable_model_server_is_one_red_line(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = slmops("quickstart", "--model", f"openai:http://127.0.0.1:{port}/v1#m", home=tmp_path)
+    server = f"openai:http://127.0.0.1:{port}/v1#m"
+    result = slmops("quickstart", "--model", server, "--answer", "generative", home=tmp_path)
     assert_one_line_error(result, f"cannot reach http://127.0.0.1:{port}/v1")
+    bad_mode = slmops("quickstart", "--answer", "smart", home=tmp_path)
+    assert_one_line_error(bad_mode, "(it is 'smart')")
 
 
 def test_malformed_config_is_one_red_line(tmp_path):

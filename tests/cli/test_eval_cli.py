@@ -162,3 +162,34 @@ def test_import_squad_then_evaluate_retrieval_against_the_paragraphs(tmp_path: P
         slmops("eval", "import-squad", str(broken), "-c", "x", "-d", "x", home=home),
         "is not a SQuAD file: data.0.paragraphs.0.qas.0.question: Field required",
     )
+
+
+@pytest.mark.model
+def test_calibrate_sweeps_the_sentence_threshold_and_applies_it(tmp_path: Path) -> None:
+    home, project = tmp_path / "ws", tmp_path / "project"
+    project.mkdir()
+    slmops("data", "ingest", str(bundled_docs()), "--corpus", "docs", home=home)
+    slmops("init", "qa", "--template", "rag", "--answer", "extractive", home=home, cwd=project)
+    cases = tmp_path / "labelled.jsonl"
+    cases.write_text(
+        '{"input": "Which environment variable chooses the workspace folder?", '
+        '"reference": "SLMOPS_HOME"}\n'
+        '{"input": "What does a workspace use for metadata by default?", "reference": "SQLite"}\n'
+        '{"input": "What is the capital of France?", "answerable": false}\n'
+        '{"input": "How much does an enterprise license cost?", "answerable": false}\n'
+    )
+    slmops("eval", "dataset", "add", "labelled", str(cases), home=home)
+    args = ["eval", "calibrate", "qa", "-d", "labelled", "--thresholds", "0.2,0.9"]
+    swept = slmops(*args, "--apply", home=home, cwd=project)
+    assert swept.returncode == 0, swept.stderr
+    assert re.search(r"0\.5 \(now\)", swept.stdout) and "refusal_correctn" in swept.stdout
+    recommended = re.search(r"Recommended: min_score = ([\d.]+) on step 'cite'", swept.stdout)
+    assert recommended, swept.stdout
+    manifest = (project / "qa" / "slmops.toml").read_text()
+    assert f"min_score = {recommended.group(1)}" in manifest
+    assert_one_line_error(
+        slmops(
+            "eval", "calibrate", "qa", "-d", "labelled", "--check", "speed", home=home, cwd=project
+        ),
+        "unknown check 'speed'",
+    )

@@ -37,6 +37,19 @@ def test_init_ingest_run_chat_lock_without_editing_a_file(tmp_path: Path) -> Non
     as_json = run_in(project, "run", "myapp", "How do I version a prompt?", "--json", home=home)
     output = json.loads(as_json.stdout)
     assert output["output"]["citations"] and len(output["trace_id"]) == 32
+    assert output["output"]["mode"] == "extractive"
+    # another answer mode is one setting away, without editing the manifest
+    hybrid = run_in(
+        project,
+        "run",
+        "myapp",
+        "How do I version a prompt?",
+        "--set",
+        "answer=hybrid",
+        "--json",
+        home=home,
+    )
+    assert json.loads(hybrid.stdout)["output"]["mode"] == "hybrid", hybrid.stderr
 
     chat = run_in(project, "chat", "myapp", home=home, stdin="How do I version a prompt?\n/exit\n")
     assert chat.returncode == 0, chat.stderr

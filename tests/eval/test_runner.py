@@ -111,7 +111,7 @@ def test_resume_runs_each_case_exactly_once(workspace: Workspace, echo: EvalRun)
 def test_a_full_run_on_the_shipped_model(
     workspace: Workspace, stacks_dir: Path, handbook: Corpora
 ) -> None:
-    init_stack("docs-rag", "rag", workspace, directory=stacks_dir)
+    init_stack("docs-rag", "rag", workspace, directory=stacks_dir, answer="hybrid")
     prompt_chunk = next(
         row["chunk_id"] for row in handbook.rows("docs@1") if "immutable versions" in row["text"]
     )

@@ -43,8 +43,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     root = tmp_path_factory.mktemp("serve")
     workspace = Workspace.open(root / "ws")
     corpora_for(workspace).ingest("docs", [bundled_docs()])
-    ensure_workspace_stack("docs-rag", "rag", workspace)
-    catalog = build_catalog(workspace, models=[MODEL], stacks=["docs-rag"], embedders=[EMBEDDER])
+    ensure_workspace_stack("docs-rag", "rag", workspace, answer="generative")
+    ensure_workspace_stack("docs-extract", "rag", workspace, answer="extractive")
+    catalog = build_catalog(
+        workspace, models=[MODEL], stacks=["docs-rag", "docs-extract"], embedders=[EMBEDDER]
+    )
     runtime = Runtime.from_workspace(workspace)
     config = ServeConfig(api_keys=(KEY,), max_queue=32)
     with running_server(catalog, runtime, config, port=free_port()) as url:
@@ -147,7 +150,7 @@ def test_completions_and_embeddings(served: dict[str, Any]) -> None:
     assert [len(d.embedding) for d in vectors.data] == [384, 384]
     assert vectors.usage.prompt_tokens > 0
     listed = {m.id for m in api.models.list()}
-    assert listed == {MODEL, "stack:docs-rag", EMBEDDER}
+    assert listed == {MODEL, "stack:docs-rag", "stack:docs-extract", EMBEDDER}
 
 
 def test_a_stack_is_a_model_with_citations_and_trace(served: dict[str, Any]) -> None:
@@ -173,6 +176,23 @@ def test_a_stack_is_a_model_with_citations_and_trace(served: dict[str, Any]) -> 
         "".join(e.choices[0].delta.content or "" for e in events) == extension["output"]["answer"]
     )
     assert events[-1].model_extra["slmops"]["citations"]
+
+
+def test_an_extractive_stack_answers_with_cited_sentences_whole(served: dict[str, Any]) -> None:
+    question = [{"role": "user", "content": "Which environment variable chooses the workspace?"}]
+    answer = client(served).chat.completions.create(model="stack:docs-extract", messages=question)
+    extension = answer.model_extra["slmops"]
+    assert "SLMOPS_HOME" in (answer.choices[0].message.content or "")
+    assert extension["output"]["extracted"] and extension["output"]["mode"] == "extractive"
+    assert extension["citations"][0]["source"].startswith("02-workspace.md, line")
+    assert answer.usage.completion_tokens == 0  # no model call: the passages' own sentence
+    events = list(
+        client(served).chat.completions.create(
+            model="stack:docs-extract", messages=question, stream=True
+        )
+    )
+    streamed = "".join(e.choices[0].delta.content or "" for e in events)
+    assert streamed == answer.choices[0].message.content  # sent whole, once
 
 
 def test_api_keys(served: dict[str, Any]) -> None:

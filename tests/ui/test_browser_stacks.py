@@ -49,7 +49,7 @@ def stack_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     with Workspace.open(root / "ws") as workspace, pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # no stacks in the current directory
         corpora_for(workspace).ingest("docs", [bundled_docs()])
-        ensure_workspace_stack("handbook", "rag", workspace)
+        ensure_workspace_stack("handbook", "rag", workspace, answer="generative")
         with running_console(workspace) as url:
             yield {"url": url, "workspace": workspace}
 

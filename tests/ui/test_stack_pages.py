@@ -245,7 +245,7 @@ def test_the_playground_streams_a_rag_answer_with_sources(
     workspace: Workspace, handbook: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.chdir(tmp_path)
-    ensure_workspace_stack("handbook", "rag", workspace)
+    ensure_workspace_stack("handbook", "rag", workspace, answer="generative")
     with TestClient(create_console(workspace), base_url="http://127.0.0.1") as client:
         response = client.post(
             "/stacks/handbook/stream", data={"input": "How do I install slmops?"}

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from slmops.apps.citations import Cite
 from slmops.apps.classify import EmbeddingClassifier, LabelEvidence
 from slmops.apps.discovery import find_stack, stack_roots
+from slmops.apps.extractive import SelectSentences
 from slmops.apps.lock import Resolved, resolve
 from slmops.apps.manifest import (
     CiteStep,
@@ -32,8 +34,10 @@ from slmops.apps.manifest import (
     RetrieveStep,
     RouteStep,
     SampleStep,
+    SelectStep,
     StackStep,
     StepSpec,
+    check_references,
     load_manifest,
 )
 from slmops.apps.sampling import Sample
@@ -98,11 +102,17 @@ def _class_name(stack: str, suffix: str) -> str:
 
 class _Builder:
     def __init__(
-        self, workspace: Workspace, *, use_lock: bool, models: dict[str, str] | None
+        self,
+        workspace: Workspace,
+        *,
+        use_lock: bool,
+        models: dict[str, str] | None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.workspace = workspace
         self.use_lock = use_lock
         self.models = models
+        self.settings = settings
         self.roots = stack_roots(workspace)
 
     def build(self, path: Path, chain: tuple[Path, ...], node_name: str | None) -> Stack:
@@ -129,7 +139,8 @@ class _Builder:
         previous = "input"
         for index, spec in enumerate(loaded.manifest.steps, start=1):
             try:
-                nodes.append(self._node(spec, previous, loaded, resolved, dependencies))
+                node = self._node(spec, previous, loaded, resolved, dependencies)
+                nodes.append(replace(node, when=spec.when) if spec.when else node)
             except ManifestError:
                 raise
             except SlmopsError as exc:
@@ -138,6 +149,12 @@ class _Builder:
         input_model = model_from_fields(
             _class_name(loaded.name, "Input"), loaded.manifest.stack.input
         )
+        overrides = self.settings if top_level else None
+        if overrides:
+            merged = {**loaded.manifest.settings, **overrides}
+            problem = check_references(loaded.manifest.model_copy(update={"settings": merged}))
+            if problem:
+                raise ManifestError(f"{loaded.path} with settings {overrides}: {problem}")
         return Stack(
             node_name or loaded.name,
             manifest=loaded,
@@ -145,6 +162,7 @@ class _Builder:
             nodes=nodes,
             input_type=input_model,
             output=loaded.output_step,
+            settings=overrides,
         )
 
     def _node(
@@ -189,11 +207,28 @@ class _Builder:
                 spec.name,
                 min_relevance=spec.min_relevance,
                 min_support=spec.min_support,
+                min_score=spec.min_score,
                 max_citations=spec.max_citations,
                 refusal=spec.refusal,
                 **options,
             )
-            source = {"question": spec.question, "answer": spec.answer, "retrieval": spec.retrieval}
+            source = {"question": spec.question, "retrieval": spec.retrieval}
+            source |= {"answer": spec.answer} if spec.answer is not None else {}
+            source |= {"selection": spec.selection} if spec.selection is not None else {}
+        elif isinstance(spec, SelectStep):
+            constant_mode = "." not in spec.mode
+            step = SelectSentences(
+                spec.name,
+                mode=spec.mode if constant_mode else "extractive",  # type: ignore[arg-type]
+                scorer=spec.scorer,
+                lexical_weight=spec.lexical_weight,
+                margin=spec.margin,
+                max_answer_sentences=spec.max_answer_sentences,
+                context_sentences=spec.context_sentences,
+                **options,
+            )
+            source = {"question": spec.question, "retrieval": spec.retrieval}
+            source |= {} if constant_mode else {"mode": spec.mode}
         elif isinstance(spec, ClassifyStep):
             step = EmbeddingClassifier(
                 spec.name,
@@ -315,9 +350,13 @@ def build_stack(
     use_lock: bool = True,
     models: dict[str, str] | None = None,
     name: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Stack:
     """The stack ``ref`` names (a name or a path), with its dependencies, ready to run.
-    ``models`` replaces the stack's model URIs by alias (``{"chat": "gguf:/m.gguf"}``)."""
+    ``models`` replaces the stack's model URIs by alias (``{"chat": "gguf:/m.gguf"}``);
+    ``settings`` replaces entries of its [settings] (``{"answer": "hybrid"}``), checked as
+    the manifest's own are."""
     path = find_stack(str(ref), stack_roots(workspace))
+    builder = _Builder(workspace, use_lock=use_lock, models=models, settings=settings)
     with resolving_in(workspace):  # registry: model URIs resolve in this workspace
-        return _Builder(workspace, use_lock=use_lock, models=models).build(path, (), name)
+        return builder.build(path, (), name)

@@ -1,22 +1,31 @@
-"""Cite: turn a generated answer and its retrieval into a sourced answer, or a refusal.
+"""Cite: turn an answer and its retrieval into a sourced answer, or a refusal.
 
-Two offline checks with the corpus' own embedder decide whether the answer stands:
+Two offline checks with the corpus' own embedder decide whether a generated answer stands:
 *relevance* (cosine of the question to the best retrieved passage: did retrieval find
-anything about this at all?) and *support* (cosine of the answer to each passage: does the
-answer say what a passage says?); an answer that only restates the question is refused too.
-The passages that support the answer are its citations.
+anything about this at all?) and *support* (cosine of the answer to each passage, and to each
+sentence the model was given: does the answer say what the sources say?); an answer that
+only restates the question is refused too. The passages (or sentences) that support the
+answer are its citations.
 A small model invents fluent answers to anything, so refusing is the stack's job, not the
 model's.
+
+With a sentence selection (``selection``, from the ``select`` step) the answer modes differ:
+*extractive* answers with the selected sentences themselves, refused when the best
+sentence's score is below ``min_score``; *hybrid* checks the model's answer as above and,
+when the check fails but the best sentence clears ``min_score``, answers with the sentences
+instead of refusing (``extracted`` says so).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import numpy as np
 from opentelemetry import trace as otel_trace
 from pydantic import BaseModel
 
+from slmops.apps.extractive import Selection
 from slmops.core.step import Step
 from slmops.core.threads import run_blocking
 from slmops.core.words import content_words
@@ -52,12 +61,16 @@ class SourcedAnswer(BaseModel):
     corpus_version: int
     relevance: float
     support: float
+    mode: str = "generative"  # the stack's answer mode: extractive, hybrid or generative
+    extracted: bool = False  # the answer is the passages' own sentences, not generated
+    sentence_score: float | None = None  # the best selected sentence's score, if selected
 
 
 class CiteInput(BaseModel):
     question: str
-    answer: str
+    answer: str | None = None  # None: no model answered (the extractive mode skips it)
     retrieval: RetrievalResult
+    selection: Selection | None = None
 
 
 def _excerpt(text: str, limit: int = 160) -> str:
@@ -74,6 +87,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         *,
         min_relevance: float = 0.3,
         min_support: float = 0.45,
+        min_score: float = 0.5,
         max_citations: int = 3,
         refusal: str = "I cannot answer that from the documents I have.",
         **options: Any,
@@ -82,6 +96,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             raise StepDefinitionError("max_citations must be at least 1", path=name)
         self.min_relevance = min_relevance
         self.min_support = min_support
+        self.min_score = min_score
         self.max_citations = max_citations
         self.refusal = refusal
         super().__init__(name, input_type=CiteInput, output_type=SourcedAnswer, **options)
@@ -91,72 +106,94 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             **super().cache_identity(),
             "min_relevance": self.min_relevance,
             "min_support": self.min_support,
+            "min_score": self.min_score,
             "max_citations": self.max_citations,
             "refusal": self.refusal,
         }
 
+    def with_thresholds(self, **thresholds: float) -> Cite:
+        """A copy with other ``min_relevance``/``min_support``/``min_score`` (calibration
+        runs a stack with one check switched off); the original is unchanged."""
+        unknown = set(thresholds) - {"min_relevance", "min_support", "min_score"}
+        if unknown:
+            raise StepDefinitionError(f"unknown threshold(s) {sorted(unknown)}", path=self.name)
+        clone = copy.copy(self)
+        for key, value in thresholds.items():
+            object.__setattr__(clone, key, float(value))  # steps are frozen once built
+        return clone
+
     def graph_label(self) -> str:
         return (
-            f"{super().graph_label()}\nrefuse below relevance {self.min_relevance:g} "
-            f"or support {self.min_support:g}"
+            f"{super().graph_label()}\nrefuse below relevance {self.min_relevance:g}, "
+            f"support {self.min_support:g} or sentence score {self.min_score:g}"
         )
 
+    async def _vectors(
+        self, retrieval: RetrievalResult, texts: list[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised vectors of ``texts`` and of the retrieved passages. The passages'
+        vectors are already in the corpus: they are reused, only ``texts`` are embedded."""
+        corpora = runtime_corpora("Cite")
+        embedder = await run_blocking(load_embedder, corpora.info(retrieval.corpus)["embedder"])
+        vectors = np.asarray(await run_blocking(embedder.embed, texts), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        version = corpora.resolve(f"{retrieval.corpus}@{retrieval.version}")
+        index = await run_blocking(corpora.vector_index, version)
+        return vectors, index.vectors_for([hit.chunk_id for hit in retrieval.hits])
+
     async def _execute(self, value: CiteInput) -> SourcedAnswer:
-        retrieval = value.retrieval
+        retrieval, selection = value.retrieval, value.selection
+        mode = selection.mode if selection is not None else "generative"
+        extracted = mode == "extractive"
+        answer = (selection.answer if extracted and selection else value.answer or "").strip()
+        given = selection.passages if selection is not None and mode == "hybrid" else []
+        sentences = selection.sentences[: len(given)] if selection is not None else []
         hits = retrieval.hits
         relevance = support = 0.0
-        supports: list[float] = []
-        if hits and value.answer.strip():
-            corpora = runtime_corpora("Cite")
-            embedder = await run_blocking(load_embedder, corpora.info(retrieval.corpus)["embedder"])
-            texts = [value.question, value.answer]
-            vectors = np.asarray(await run_blocking(embedder.embed, texts), dtype=np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-            # The passages' vectors are already in the corpus: reuse them, embed only two texts.
-            version = corpora.resolve(f"{retrieval.corpus}@{retrieval.version}")
-            index = await run_blocking(corpora.vector_index, version)
-            passages = index.vectors_for([hit.chunk_id for hit in hits])
+        supports: list[float] = []  # per passage
+        sentence_supports: list[float] = []  # per sentence the model was given
+        if hits:  # relevance even without an answer: a hybrid fallback and monitoring need it
+            texts = [value.question, answer or value.question, *(s.text for s in sentences)]
+            vectors, passages = await self._vectors(retrieval, texts)
             relevance = float((passages @ vectors[0]).max())
-            supports = [float(s) for s in passages @ vectors[1]]
-            support = max(supports)
-        reason = None
-        if not hits:
-            reason = "retrieval found no passages"
-        elif relevance < self.min_relevance:
-            reason = (
-                f"no retrieved passage is about the question (best relevance {relevance:.2f} "
-                f"< {self.min_relevance:g})"
-            )
-        elif adds_nothing(value.question, value.answer):
-            reason = "the answer only repeats the question"
-        elif support < self.min_support:
-            reason = (
-                f"the generated answer is not supported by the retrieved passages "
-                f"(best support {support:.2f} < {self.min_support:g})"
-            )
-        ranked = sorted(zip(hits, supports, strict=False), key=lambda pair: -pair[1])
-        citations = [
-            Citation(
-                n=n,
-                chunk_id=hit.chunk_id,
-                source=hit.citation(),
-                support=round(score, 4),
-                excerpt=_excerpt(hit.text),
-            )
-            for n, (hit, score) in enumerate(
-                [pair for pair in ranked if pair[1] >= self.min_support][: self.max_citations],
-                start=1,
-            )
-        ]
+            if answer:
+                supports = [float(s) for s in passages @ vectors[1]]
+                sentence_supports = [float(s) for s in vectors[2:] @ vectors[1]]
+                support = max(supports + sentence_supports)
+        best_sentence = selection.best_score if selection and mode != "generative" else None
+        reason = self._refusal(
+            value.question, answer, hits, relevance, support, best_sentence if extracted else None
+        )
+        if (
+            reason is not None
+            and mode == "hybrid"
+            and selection is not None
+            and selection.answer
+            and relevance >= self.min_relevance
+            and selection.best_score >= self.min_score
+        ):
+            # The model's phrasing failed the check, but the passages hold a confident
+            # sentence: answer with it rather than refuse.
+            extracted, reason, answer = True, None, selection.answer
+            vectors, passages = await self._vectors(retrieval, [answer])
+            supports = [float(s) for s in passages @ vectors[0]]
+            sentence_supports, support = [], max(supports)
+        citations = self._citations(
+            retrieval, supports, selection, sentences, sentence_supports, extracted
+        )
         span = otel_trace.get_current_span()
         span.set_attribute("slmops.cite.relevance", relevance)
         span.set_attribute("slmops.cite.support", support)
         span.set_attribute("slmops.cite.refused", reason is not None)
+        span.set_attribute("slmops.cite.mode", mode)
+        span.set_attribute("slmops.cite.extracted", extracted)
+        if best_sentence is not None:
+            span.set_attribute("slmops.cite.sentence_score", best_sentence)
         if reason:
             span.set_attribute("slmops.cite.reason", reason)
         return SourcedAnswer(
             question=value.question,
-            answer=self.refusal if reason else value.answer.strip(),
+            answer=self.refusal if reason else answer,
             refused=reason is not None,
             reason=reason,
             citations=[] if reason else citations,
@@ -164,4 +201,95 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             corpus_version=retrieval.version,
             relevance=round(relevance, 4),
             support=round(support, 4),
+            mode=mode,
+            extracted=extracted and reason is None,
+            sentence_score=best_sentence,
         )
+
+    def _refusal(
+        self,
+        question: str,
+        answer: str,
+        hits: list[Any],
+        relevance: float,
+        support: float,
+        extractive_score: float | None,
+    ) -> str | None:
+        """Why the answer must be refused, or None. An extractive answer (its best sentence's
+        ``extractive_score`` given) is checked on that score instead of on support: its
+        sentences are the passages' own."""
+        if not hits:
+            return "retrieval found no passages"
+        if relevance < self.min_relevance:
+            return (
+                f"no retrieved passage is about the question (best relevance {relevance:.2f} "
+                f"< {self.min_relevance:g})"
+            )
+        if not answer:
+            return "no answer was produced"
+        if extractive_score is not None and extractive_score < self.min_score:
+            return (
+                f"no sentence of the passages answers the question (best sentence score "
+                f"{extractive_score:.2f} < {self.min_score:g})"
+            )
+        if adds_nothing(question, answer):
+            return "the answer only repeats the question"
+        if answer.rstrip().endswith("?"):
+            # a small model given sentences sometimes writes a quiz question about them
+            return "the answer is itself a question"
+        if extractive_score is None and support < self.min_support:
+            return (
+                f"the answer is not supported by the retrieved passages "
+                f"(best support {support:.2f} < {self.min_support:g})"
+            )
+        return None
+
+    def _citations(
+        self,
+        retrieval: RetrievalResult,
+        supports: list[float],
+        selection: Selection | None,
+        sentences: list[Any],
+        sentence_supports: list[float],
+        extracted: bool,
+    ) -> list[Citation]:
+        """The sources of the answer: the answering sentences when the answer is extracted;
+        else the given sentences, or passages, that support it, best first."""
+        if extracted and selection is not None:
+            return [
+                Citation(
+                    n=n,
+                    chunk_id=s.chunk_id,
+                    source=s.citation(),
+                    support=s.score,
+                    excerpt=_excerpt(s.text),
+                )
+                for n, s in enumerate(selection.answer_sentences[: self.max_citations], start=1)
+            ]
+        sources: list[tuple[str, str, str, float]] = [
+            (s.chunk_id, s.citation(), s.text, score)
+            for s, score in zip(sentences, sentence_supports, strict=False)
+        ]
+        sources += [
+            (hit.chunk_id, hit.citation(), hit.text, score)
+            for hit, score in zip(retrieval.hits, supports, strict=False)
+        ]
+        ranked = sorted(
+            (item for item in sources if item[3] >= self.min_support), key=lambda item: -item[3]
+        )
+        seen: set[str] = set()  # one citation per chunk: its best-supported source
+        citations: list[Citation] = []
+        for chunk_id, source, text, score in ranked:
+            if chunk_id in seen or len(citations) == self.max_citations:
+                continue
+            seen.add(chunk_id)
+            citations.append(
+                Citation(
+                    n=len(citations) + 1,
+                    chunk_id=chunk_id,
+                    source=source,
+                    support=round(score, 4),
+                    excerpt=_excerpt(text),
+                )
+            )
+        return citations

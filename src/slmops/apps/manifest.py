@@ -81,6 +81,9 @@ class StepBase(_Strict):
     retry: int = Field(1, ge=1, le=10)
     timeout_s: float | None = Field(None, gt=0)
     cache: bool = False
+    # A state path: the step runs only when the value there is true, else its output is
+    # None (a rag stack skips its model when settings.answer is "extractive").
+    when: str | None = None
 
 
 class RetrieveStep(StepBase):
@@ -130,12 +133,36 @@ class RouteStep(StepBase):
 class CiteStep(StepBase):
     kind: Literal["cite"]
     question: str = "input.question"
-    answer: str
+    answer: str | None = None
     retrieval: str
+    selection: str | None = None
     min_relevance: float = Field(0.3, ge=-1.0, le=1.0)
     min_support: float = Field(0.45, ge=-1.0, le=1.0)
+    min_score: float = Field(0.5, ge=-100.0, le=100.0)  # a cross-encoder's scores are logits
     max_citations: int = Field(3, ge=1, le=20)
     refusal: str = "I cannot answer that from the documents I have."
+
+    @model_validator(mode="after")
+    def _something_to_cite(self) -> CiteStep:
+        if self.answer is None and self.selection is None:
+            raise ValueError("a cite step needs an 'answer' or a 'selection' (or both)")
+        return self
+
+
+ANSWER_MODES = ("extractive", "hybrid", "generative")
+
+
+class SelectStep(StepBase):
+    kind: Literal["select"]
+    question: str = "input.question"
+    retrieval: str
+    # The answer mode: one of ANSWER_MODES, or a state path holding one (settings.answer).
+    mode: str = "extractive"
+    scorer: str | None = None  # "cross-encoder:/path": replaces the embedder's cosine
+    lexical_weight: float = Field(0.2, ge=0.0, le=10.0)
+    margin: float = Field(0.1, ge=0.0, le=10.0)
+    max_answer_sentences: int = Field(2, ge=1, le=5)
+    context_sentences: int = Field(3, ge=1, le=20)
 
 
 class LabelSpec(_Strict):
@@ -174,11 +201,22 @@ StepSpec = Annotated[
     | StackStep
     | RouteStep
     | CiteStep
+    | SelectStep
     | SampleStep
     | ClassifyStep,
     Field(discriminator="kind"),
 ]
-STEP_KINDS = ("retrieve", "llm", "function", "stack", "route", "cite", "sample", "classify")
+STEP_KINDS = (
+    "retrieve",
+    "llm",
+    "function",
+    "stack",
+    "route",
+    "cite",
+    "select",
+    "sample",
+    "classify",
+)
 
 
 class StackSection(_Strict):
@@ -321,8 +359,15 @@ def _input_paths(step: StepBase) -> list[tuple[str, str]]:
     if isinstance(step, RouteStep):
         paths.append(("by", step.by))
     if isinstance(step, CiteStep):
-        paths += [("question", step.question), ("answer", step.answer)]
+        paths.append(("question", step.question))
+        paths += [("answer", step.answer)] if step.answer is not None else []
         paths.append(("retrieval", step.retrieval))
+        paths += [("selection", step.selection)] if step.selection is not None else []
+    if isinstance(step, SelectStep):
+        paths += [("question", step.question), ("retrieval", step.retrieval)]
+        paths += [("mode", step.mode)] if "." in step.mode else []
+    if step.when is not None:
+        paths.append(("when", step.when))
     if isinstance(step, SampleStep) and isinstance(step.n, str):
         paths.append(("n", step.n))
     return paths
@@ -400,6 +445,17 @@ def _step_problem(manifest: Manifest, step: StepSpec) -> str | None:
                     f"label '{label}': corpus '{spec.corpus}' is not declared in [corpora] "
                     f"({_known(manifest.corpora)})"
                 )
+    if isinstance(step, SelectStep) and step.mode not in ANSWER_MODES:
+        if "." not in step.mode:
+            return (
+                f"mode: {step.mode!r} is not one of {', '.join(ANSWER_MODES)} or a state path "
+                "such as settings.answer"
+            )
+        root, _, key = step.mode.partition(".")
+        value = manifest.settings.get(key) if root == "settings" else None
+        if root == "settings" and value not in ANSWER_MODES:
+            found = f"it is {value!r}" if key in manifest.settings else "it is not set"
+            return f"mode: settings.{key} must be one of {', '.join(ANSWER_MODES)} ({found})"
     if isinstance(step, StackStep) and step.stack not in depends_on:
         return f"stack '{step.stack}' must be listed in stack.depends_on"
     if isinstance(step, RouteStep):

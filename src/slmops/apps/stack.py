@@ -58,6 +58,15 @@ class Node:
     input: InputPath | None  # None: the input is ``constant``
     for_each: str | None = None
     constant: Any = None
+    when: str | None = None  # a state path: the node runs only when its value is true
+
+    def skipped(self, state: Mapping[str, Any]) -> bool:
+        """Whether the node's ``when`` is false in this state; its output is then None."""
+        if self.when is None or read_path(state, self.when):
+            return False
+        span = otel_trace.get_current_span()
+        span.add_event("skipped", {"step": self.name, "when": self.when})
+        return True
 
     def value(self, state: Mapping[str, Any]) -> Any:
         if self.input is None:
@@ -78,10 +87,15 @@ class Node:
         return {variable: read_path(state, path) for variable, path in self.input.items()}
 
 
-def _stack_version(manifest_sha256: str, nodes: Sequence[Node]) -> str:
+def _stack_version(
+    manifest_sha256: str, nodes: Sequence[Node], overrides: Mapping[str, Any] | None = None
+) -> str:
     """The manifest's hash combined with every step's version (a user function's code hash,
-    a nested stack's own version): editing either makes a new stack version."""
+    a nested stack's own version) and any settings given at build time: changing any of
+    them makes a new stack version."""
     parts = [manifest_sha256, *(f"{node.name}={node.step.version}" for node in nodes)]
+    if overrides:
+        parts.append("settings=" + json.dumps(dict(overrides), sort_keys=True, default=str))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -99,18 +113,21 @@ class Stack(Step[Any, Any]):
         nodes: Sequence[Node],
         input_type: type[BaseModel],
         output: str,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.manifest = manifest
         self.resolved = resolved
         self.nodes = tuple(nodes)
         self.output_node = output
+        # settings given at build time (``--answer``), over the manifest's [settings]
+        self.setting_overrides = dict(settings or {})
         output_step = next(node.step for node in self.nodes if node.name == output)
         super().__init__(
             name,
             input_type=input_type,
             output_type=output_step.output_type,
             description=manifest.manifest.stack.description,
-            version=_stack_version(manifest.sha256, self.nodes),
+            version=_stack_version(manifest.sha256, self.nodes, self.setting_overrides),
         )
 
     @property
@@ -164,14 +181,15 @@ class Stack(Step[Any, Any]):
         return super()._validate_input(value, path)
 
     def _initial_state(self, value: BaseModel) -> dict[str, Any]:
-        return {"input": value, "settings": dict(self.manifest.manifest.settings)}
+        settings = {**self.manifest.manifest.settings, **self.setting_overrides}
+        return {"input": value, "settings": settings}
 
     # --- running -------------------------------------------------------------------------
 
     async def _execute(self, value: Any) -> Any:
         state = self._initial_state(value)
         for node in self.nodes:
-            state[node.name] = await node.step._invoke(node.value(state))
+            state[node.name] = await _run_node(node, state)
         return state[self.output_node]
 
     async def input_of(self, value: Any, node_name: str) -> Any:
@@ -187,7 +205,7 @@ class Stack(Step[Any, Any]):
             for node in self.nodes:
                 if node.name == node_name:
                     return node.value(state)
-                state[node.name] = await node.step._invoke(node.value(state))
+                state[node.name] = await _run_node(node, state)
         raise AssertionError("unreachable: the node was found above")
 
     def streaming_node(self) -> Node | None:
@@ -218,17 +236,26 @@ class Stack(Step[Any, Any]):
             span.add_event("state", {"state": StepState.RUNNING.value})
             state = self._initial_state(validated)
             for node in self.nodes:
-                if node is streamer:
+                if node is streamer and not node.skipped(state):
                     finished: list[Any] = []
                     async for piece in _astream(node.step, node.value(state), finished):
                         yield piece
                     state[node.name] = finished[0]
+                elif node is not streamer:
+                    state[node.name] = await _run_node(node, state)
                 else:
-                    state[node.name] = await node.step._invoke(node.value(state))
+                    state[node.name] = None
             output = self._validate_output(state[self.output_node], path)
             self._finish(span, output, self._dump(self._output_adapter, output))
             if on_finish is not None:
                 on_finish(output, trace_id_of(span))
+
+
+async def _run_node(node: Node, state: Mapping[str, Any]) -> Any:
+    """The node's output: its step run on its input, or None when ``when`` skips it."""
+    if node.skipped(state):
+        return None
+    return await node.step._invoke(node.value(state))
 
 
 def can_stream(step: Step[Any, Any]) -> bool:

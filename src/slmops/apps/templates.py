@@ -2,7 +2,8 @@
 
 A template is a folder under ``apps/stack_templates/``: ``slmops.toml`` and ``prompts/*.j2``
 (``NAME.system.j2`` is that prompt's system prompt), with ``${name}``, ``${corpus}``,
-``${model}`` and ``${target}`` (what a red team attacks) filled in. Its prompts go into the
+``${model}``, ``${target}`` (what a red team attacks) and ``${answer}`` (a rag stack's answer
+mode) filled in. Its prompts go into the
 workspace's registry as ``STACK-PROMPT``, so the new stack runs without editing anything;
 the router template also writes the two stacks it routes to.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from string import Template
 
 from slmops.apps.discovery import workspace_stacks
+from slmops.apps.extractive import ANSWER_MODES
 from slmops.apps.manifest import MANIFEST_FILE, ManifestError, parse_manifest
 from slmops.errors import UnknownModelError
 from slmops.models.uri import parse_model_uri
@@ -24,6 +26,9 @@ from slmops.store.workspace import Workspace
 TEMPLATES_DIR = Path(__file__).parent / "stack_templates"
 TEMPLATES = ("rag", "chat", "classify", "extract", "router", "synth", "redteam", "judge")
 DEFAULT_MODEL = "local:smollm2-135m"
+# The rag template's answer mode: the one that measured best on the public QA samples
+# (bench/eval_public_qa.py, README "Answer modes").
+DEFAULT_ANSWER_MODE = "extractive"
 
 # Stacks the router template routes to: (suffix, template).
 _ROUTER_MEMBERS = (("docs", "rag"), ("chat", "chat"))
@@ -50,6 +55,7 @@ def init_stack(
     corpus: str = "docs",
     model: str = DEFAULT_MODEL,
     target: str | None = None,
+    answer: str = DEFAULT_ANSWER_MODE,
 ) -> list[CreatedStack]:
     """Write ``directory/name/slmops.toml`` from ``template`` and register its prompts.
     Refuses to overwrite an existing stack. Returns every stack written."""
@@ -59,6 +65,8 @@ def init_stack(
         parse_model_uri(model)
     except UnknownModelError as exc:
         raise ManifestError(str(exc)) from None
+    if answer not in ANSWER_MODES:
+        raise ManifestError(f"answer mode must be one of {', '.join(ANSWER_MODES)}, not {answer!r}")
     for kind, value in (("stack", name), ("corpus", corpus)):
         problem = name_problem(kind, value)
         if problem:
@@ -72,7 +80,12 @@ def init_stack(
     described = (
         target or f"an assistant that answers questions about the documents in corpus '{corpus}'"
     )
-    values = {"corpus": corpus, "model": model, "target": described.replace('"', "'")}
+    values = {
+        "corpus": corpus,
+        "model": model,
+        "target": described.replace('"', "'"),
+        "answer": answer,
+    }
     return [
         _write(stack, kind, workspace, directory, {**values, "name": stack})
         for stack, kind in planned

@@ -25,6 +25,13 @@ from slmops.cli.data import ingest_with_progress
 from slmops.cli.stacks import ModelOption, ensure_stack, model_overrides
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
+from slmops.eval.calibrate import (
+    apply_threshold,
+    calibration,
+    cite_node,
+    collect,
+    with_check_off,
+)
 from slmops.eval.compare import compare_runs
 from slmops.eval.datasets import Datasets, EvalCase, read_cases
 from slmops.eval.gates import check_gates, check_names, parse_gate
@@ -226,8 +233,12 @@ def import_squad_command(
             squad.write_documents(folder / documents_file)
         except OSError as exc:
             raise ConfigError(f"cannot write the paragraphs into {folder}: {exc}") from None
-        ingest_with_progress(
-            ws, corpus, [folder / documents_file], message=f"paragraphs of {file.name}"
+        ingest_with_progress(  # the corpus holds exactly the file's paragraphs, as documented
+            ws,
+            corpus,
+            [folder / documents_file],
+            message=f"paragraphs of {file.name}",
+            allow_removals=True,
         )
         version, created = Datasets(ws).add(
             dataset, squad.cases, message=f"questions of {file.name}", source="squad"
@@ -277,6 +288,19 @@ def _tags_table(by_tag: dict[str, dict[str, Any]]) -> Table:
             *("n/a" if c["mean"] is None else f"{c['mean']:.3f} ({c['cases']})" for c in cells),
         )
     return table
+
+
+def cases_progress() -> Progress:
+    """The progress bar of a command that runs a stack over a dataset's cases."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 @app.command("run")
@@ -331,15 +355,7 @@ def run_command(
             else runner.start(dataset_ref, concurrency, judge=judge, models=overrides)
         )
         _, cases = Datasets(ws).cases(dataset_ref)
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
+        bar = cases_progress()
         task = bar.add_task(f"eval {built.stack_name} on {dataset_ref}", total=len(cases))
         try:
             with bar:
@@ -571,3 +587,85 @@ def report_command(
     partial.write_text(page, encoding="utf-8")
     partial.replace(target)
     console.print(f"Report: {target.resolve()}")
+
+
+@app.command("calibrate")
+def calibrate_command(
+    stack: str = typer.Argument(..., help="Stack name or folder (with a cite step)."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="NAME[@VERSION]: answerable and unanswerable cases."
+    ),
+    check: str = typer.Option(
+        "sentence",
+        help="The threshold to sweep: sentence (min_score), support (min_support) or "
+        "relevance (min_relevance).",
+    ),
+    thresholds: str | None = typer.Option(
+        None, help="Comma-separated thresholds to try (default: spread over the scores seen)."
+    ),
+    apply: bool = typer.Option(
+        False, "--apply", help="Write the recommended threshold into the stack's manifest."
+    ),
+    model: list[str] = ModelOption,
+    workspace: Path | None = WorkspaceOption,
+) -> None:
+    """Sweep a refusal threshold of the stack's cite step on a labelled dataset: answer
+    quality against refusal correctness at each threshold, and the one to use."""
+    grid = _threshold_list(thresholds)
+    with open_workspace(workspace) as ws:
+        built = build_stack(stack, ws, models=model_overrides(model))
+        opened, current = with_check_off(built, check)
+        _, cases = Datasets(ws).cases(dataset)
+        if not any(not case.answerable for case in cases):
+            console.print(
+                "[yellow]note:[/] the dataset has no unanswerable case (answerable: false), so "
+                "refusal correctness cannot favour refusing"
+            )
+        bar = cases_progress()
+        task = bar.add_task(f"{built.stack_name} on {dataset}, {check} check off", total=len(cases))
+        with bar, use_runtime(Runtime.from_workspace(ws)):
+            collected = asyncio.run(
+                collect(opened, check, cases, on_case=lambda: bar.advance(task))
+            )
+        result = calibration(check, current, collected, grid)
+        table = Table(
+            "threshold", "answered", "contains_answer", "token_f1", "refusal_correctness", "mean"
+        )
+        best = result.best
+        for row in result.rows:
+            style = "bold green" if row is best else None
+            label = f"{row.threshold:g}" + (" (now)" if row.threshold == current else "")
+            table.add_row(
+                label,
+                f"{row.answered:.0%}",
+                *(
+                    "n/a" if v is None else f"{v:.2f}"
+                    for v in (row.contains_answer, row.token_f1, row.refusal_correctness)
+                ),
+                f"{row.balanced:.2f}",
+                style=style,
+            )
+        console.print(table)
+        failed = sum(c.error is not None for c in collected)
+        if failed:
+            error_console.print(f"[yellow]{failed} case(s) failed and were left out[/]")
+        node = cite_node(built)
+        console.print(
+            f"Recommended: {result.option} = {best.threshold:g} on step {node!r} "
+            f"(now {current:g}; mean of contains_answer and refusal_correctness "
+            f"{best.balanced:.2f} vs {result.at_current.balanced:.2f})"
+        )
+        if apply:
+            apply_threshold(built.manifest.path, node, result.option, best.threshold)
+            console.print(f"Wrote {result.option} = {best.threshold:g} to {built.manifest.path}")
+
+
+def _threshold_list(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--thresholds must be numbers separated by commas, not {text!r}"
+        ) from None

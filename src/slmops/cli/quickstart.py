@@ -30,6 +30,12 @@ def quickstart_command(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Chat model URI instead of the shipped SmolLM2-135M."
     ),
+    answer: str | None = typer.Option(
+        None,
+        "--answer",
+        help="Answer mode: extractive (the stack's default), hybrid or generative (the model "
+        "writes the answer).",
+    ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Build the RAG quickstart on the shipped models and answer a question about the
@@ -46,7 +52,18 @@ def quickstart_command(
             f"documents, {report.chunks} chunks ({report.embedded} embedded now)"
         )
         ensure_stack(ws, QUICKSTART_STACK, "rag", corpus=QUICKSTART_CORPUS, model=DEFAULT_MODEL)
-        stack = build_stack(QUICKSTART_STACK, ws, models={"chat": model} if model else None)
+        stack = build_stack(
+            QUICKSTART_STACK,
+            ws,
+            models={"chat": model} if model else None,
+            settings={"answer": answer} if answer else None,
+        )
+        mode = stack.manifest.manifest.settings.get("answer")
+        if model and not answer and mode == "extractive":
+            console.print(
+                "[yellow]note:[/] the extractive mode answers without the model; add "
+                "--answer hybrid or --answer generative to have it write the answer"
+            )
         runtime = Runtime.from_workspace(ws)
         with console.status("Loading the model and answering..."), use_runtime(runtime):
             result = stack.invoke(question)

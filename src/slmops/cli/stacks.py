@@ -20,7 +20,13 @@ from slmops.apps.discovery import list_stacks, stack_roots
 from slmops.apps.lock import write_lock
 from slmops.apps.manifest import load_manifest
 from slmops.apps.stack import Stack, parse_stack_input, to_plain
-from slmops.apps.templates import DEFAULT_MODEL, TEMPLATES, ensure_workspace_stack, init_stack
+from slmops.apps.templates import (
+    DEFAULT_ANSWER_MODE,
+    DEFAULT_MODEL,
+    TEMPLATES,
+    ensure_workspace_stack,
+    init_stack,
+)
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError, GraphRenderError
@@ -34,6 +40,9 @@ ModelOption = typer.Option(
 NoLockOption = typer.Option(
     False, "--no-lock", help="Ignore slmops.lock and use the manifest's references as written."
 )
+SetOption = typer.Option(
+    [], "--set", help="Replace a setting: KEY=VALUE (e.g. answer=hybrid for a rag stack)."
+)
 
 
 def init_command(
@@ -44,11 +53,18 @@ def init_command(
     directory: Path = typer.Option(Path(), "--dir", help="Where to create the stack folder."),
     corpus: str = typer.Option("docs", "--corpus", "-c", help="Corpus the stack reads."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Chat model URI."),
+    answer: str = typer.Option(
+        DEFAULT_ANSWER_MODE,
+        "--answer",
+        help="A rag stack's answer mode: extractive, hybrid or generative (settings.answer).",
+    ),
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Write a working app stack from a template and register its prompts."""
     with open_workspace(workspace) as ws:
-        created = init_stack(name, template, ws, directory=directory, corpus=corpus, model=model)
+        created = init_stack(
+            name, template, ws, directory=directory, corpus=corpus, model=model, answer=answer
+        )
     for stack in created:
         console.print(
             f"Created stack [bold]{stack.name}[/] ({stack.template}) in {stack.path.parent}"
@@ -91,7 +107,9 @@ def print_sources(answer: SourcedAnswer) -> None:
     if answer.refused:
         console.print(f"[yellow]Refused:[/] {escape(answer.reason or '')}")
         return
-    table = Table("#", "source", "support", "excerpt", box=None, show_header=True)
+    # an extracted answer's sentences are cited with their match to the question
+    measure = "score" if answer.extracted else "support"
+    table = Table("#", "source", measure, "excerpt", box=None, show_header=True)
     for citation in answer.citations:
         table.add_row(
             f"[{citation.n}]", citation.source, f"{citation.support:.2f}", citation.excerpt
@@ -103,8 +121,14 @@ def print_sources(answer: SourcedAnswer) -> None:
 def print_output(output: Any, title: str) -> None:
     if isinstance(output, SourcedAnswer):
         style = "yellow" if output.refused else "green"
+        how = "the passages' own sentences" if output.extracted else None
         console.print(
-            Panel(escape(output.answer), title=f"[bold]{escape(title)}[/]", border_style=style)
+            Panel(
+                escape(output.answer),
+                title=f"[bold]{escape(title)}[/]",
+                subtitle=how,
+                border_style=style,
+            )
         )
         print_sources(output)
     elif isinstance(output, str):
@@ -126,16 +150,34 @@ def model_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _build(ref: str, ws: Workspace, no_lock: bool, models: list[str]) -> Stack:
+def setting_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as settings; a VALUE that parses as JSON (a number, true, a
+    list) is that value, anything else is text."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. answer=hybrid")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text
+    return overrides
+
+
+def _build(ref: str, ws: Workspace, no_lock: bool, models: list[str], settings: list[str]) -> Stack:
     overrides = model_overrides(models)
     with console.status(f"Building stack {ref}..."):
-        return build_stack(ref, ws, use_lock=not no_lock, models=overrides)
+        return build_stack(
+            ref, ws, use_lock=not no_lock, models=overrides, settings=setting_overrides(settings)
+        )
 
 
 def run_command(
     stack: str = typer.Argument(..., help="Stack name or folder."),
     input_text: str = typer.Argument(..., metavar="INPUT", help="Text, or a JSON object."),
     model: list[str] = ModelOption,
+    setting: list[str] = SetOption,
     no_lock: bool = NoLockOption,
     as_json: bool = typer.Option(False, "--json", help="Print the output as JSON only."),
     workspace: Path | None = WorkspaceOption,
@@ -143,7 +185,7 @@ def run_command(
     """Run a stack once on an input; print its output, sources, versions and trace id."""
     value = parse_stack_input(input_text)
     with open_workspace(workspace) as ws:
-        built = _build(stack, ws, no_lock, model)
+        built = _build(stack, ws, no_lock, model, setting)
         with console.status("Running..."), use_runtime(Runtime.from_workspace(ws)):
             result = built.invoke(value)
     if as_json:
@@ -159,13 +201,14 @@ def run_command(
 def chat_command(
     stack: str = typer.Argument(..., help="Stack name or folder."),
     model: list[str] = ModelOption,
+    setting: list[str] = SetOption,
     no_lock: bool = NoLockOption,
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Chat with a stack in the terminal: answers stream as they are generated, with their
     sources. Ctrl-D or /exit ends the chat."""
     with open_workspace(workspace) as ws:
-        built = _build(stack, ws, no_lock, model)
+        built = _build(stack, ws, no_lock, model, setting)
         runtime = Runtime.from_workspace(ws)
         field = built.text_field()
         if field is None:
@@ -219,6 +262,9 @@ async def _stream_turn(stack: Stack, value: dict[str, Any]) -> tuple[Any, str]:
         console.print()
         if isinstance(output, SourcedAnswer) and output.refused:
             console.print(f"[yellow]{escape(output.answer)}[/]")
+        elif isinstance(output, SourcedAnswer) and output.extracted:
+            # the draft failed its check; the passages' own sentences answer instead
+            console.print(f"[dim]from the passages:[/] {escape(output.answer)}")
     return output, trace_id
 
 

@@ -209,8 +209,10 @@ async def stream_stack(
     output, trace_id = done[0]
     report.output, report.trace_id = output, trace_id
     report.text = answer_text(output)
-    if not streamed or (isinstance(output, SourcedAnswer) and output.refused):
-        # The streamed draft was replaced (a refusal), or nothing streamed: send the answer.
+    replaced = isinstance(output, SourcedAnswer) and (output.refused or output.extracted)
+    if not streamed or replaced:
+        # The streamed draft was replaced (a refusal, or the passages' own sentences when the
+        # draft failed its check), or nothing streamed (extractive): send the answer.
         yield ("\n\n" if streamed else "") + report.text
     report.extension = stack_extension(stack, output, trace_id, request_id)
     spans = await asyncio.to_thread(_trace_spans, trace_id)  # a database read: off the loop
