@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from slmops.apps.build import build_stack
+from slmops.apps.discovery import workspace_stacks
 from slmops.apps.extractive import ANSWER_MODES
 from slmops.apps.quickstart import bundled_docs
 from slmops.apps.templates import DEFAULT_MODEL, ensure_workspace_stack
@@ -64,6 +66,7 @@ METRICS = [
 ]
 CORPUS = "public-qa"
 DATA = Path(__file__).parent / "data"
+PUBLIC_SETS = ("squad-sample", "triviaqa-sample", "drop-sample", "public-unanswerable")
 
 
 def fetch_wheel(cache: Path) -> Path:
@@ -187,6 +190,11 @@ def main() -> None:
         default=[],
         help="Also time the DROP set at these --concurrency values (e.g. 1 2 4).",
     )
+    parser.add_argument(
+        "--sweep-generation",
+        action="store_true",
+        help="Also run the hybrid mode with other stop strings and max_tokens.",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,11 +255,55 @@ def main() -> None:
                 in ("contains_answer", "token_f1", "faithfulness", "refusal_correctness")
             ]
             print(f"  {dataset:>20} {mode:>10}: " + "; ".join(parts))
+        if args.sweep_generation:
+            sweep_generation(ws, runtime)
         timed = "generative" if "generative" in args.modes else args.modes[0]
         for concurrency in args.concurrency:  # the model's queue is what concurrency meets
             stack = mode_stack(ws, f"public-qa-{timed}", CORPUS, timed)
             time_drop(ws, stack, runtime, concurrency)
         ws.close()
+
+
+GENERATION_VARIANTS = {  # name -> (the llm step's stop list, max_tokens)
+    "stop blank line, 128": ('["\\n\\n"]', 128),
+    "stop newline, 128": ('["\\n"]', 128),
+    "stop newline, 48": ('["\\n"]', 48),
+}
+
+
+def sweep_generation(ws: Workspace, runtime: Runtime) -> None:
+    """The hybrid mode's answer step with other generation settings, on the handbook and the
+    four public sets together: quality, p50 and tokens written per variant."""
+    print("\nHybrid mode, generation settings of the answer step:")
+    datasets = Datasets(ws)
+    if "public-all" not in datasets.names():
+        together = [c for n in PUBLIC_SETS for c in datasets.cases(n)[1]]
+        datasets.add("public-all", together, message="the four public sets")
+    for corpus_prefix, dataset in (("handbook", "handbook-qa"), ("public-qa", "public-all")):
+        source = workspace_stacks(ws) / f"{corpus_prefix}-hybrid" / "slmops.toml"
+        for number, (variant, (stop, max_tokens)) in enumerate(GENERATION_VARIANTS.items()):
+            name = f"{corpus_prefix}-hybrid-g{number}"
+            text = source.read_text().replace(
+                f'name = "{corpus_prefix}-hybrid"', f'name = "{name}"'
+            )
+            line = f"stop = {stop}\n"  # literal: a replacement string would read its escapes
+            text = re.sub(r"stop = \[.*?\].*\n", lambda _, line=line: line, text, count=1)
+            text = re.sub(r"max_tokens = \d+", f"max_tokens = {max_tokens}", text, count=1)
+            (workspace_stacks(ws) / name).mkdir(exist_ok=True)
+            (workspace_stacks(ws) / name / "slmops.toml").write_text(text)
+            metrics = ["contains_answer", "token_f1", "faithfulness", "refusal_correctness"]
+            runner = EvalRun(
+                ws, build_stack(name, ws), build_metrics(metrics, ws.settings.embedder)
+            )
+            run_id = runner.start(dataset, 1)
+            summary = asyncio.run(
+                runner.execute(run_id, datasets.cases(dataset)[1], runtime, concurrency=1)
+            )
+            means = ", ".join(f"{k} {cell(m['mean'])}" for k, m in summary["metrics"].items())
+            print(
+                f"  {dataset:>12} {variant:>22}: {means}; p50 {summary['p50_latency_ms']:.0f} ms, "
+                f"{summary['mean_completion_tokens']:.1f} tokens written"
+            )
 
 
 def cell(value: float | None) -> str:
