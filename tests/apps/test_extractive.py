@@ -63,6 +63,9 @@ def test_sentences_split_at_ends_blank_lines_and_list_items_not_wrapped_lines() 
     ]
     # offsets point at the sentence's first character in the passage
     assert all(text[s.start] == s.text[0] for s in spans)
+    under = "## Search\nVector search finds similar passages.\n# Only a heading"
+    assert [s.text for s in split_sentences(under)] == ["Vector search finds similar passages."]
+    assert split_sentences(under)[0].start == under.index("Vector")
 
 
 def test_a_sentence_location_narrows_the_chunk_lines() -> None:

@@ -120,7 +120,12 @@ def split_sentences(text: str, *, min_words: int = 3) -> list[SentenceSpan]:
         piece = text[begin:end]
         markup = _MARKUP.match(piece)
         if markup and markup.group().strip().startswith("#"):
-            continue  # a heading names a topic; it answers nothing
+            # a heading names a topic and answers nothing; text on the lines under it stays
+            newline = piece.find("\n")
+            if newline < 0:
+                continue
+            begin, piece = begin + newline + 1, piece[newline + 1 :]
+            markup = _MARKUP.match(piece)
         body = piece[markup.end() if markup else 0 :]
         cleaned = " ".join(body.split())
         if len(cleaned.split()) >= min_words:
