@@ -109,7 +109,9 @@ def test_redteam_writes_adversarial_cases_against_a_stack(tmp_path: Path) -> Non
     slmops("init", "docs-rag", "--template", "rag", home=home, cwd=project)
     made = slmops("eval", "redteam", "docs-rag", "--n", "1", home=home, cwd=project)
     assert made.returncode == 0, made.stderr
-    assert "docs-rag-redteam@1 committed: 4 attacks" in made.stdout
+    # the 12 shipped seed attacks, plus the generated ones that are new and not junk
+    assert "docs-rag-redteam@1 committed:" in made.stdout
+    assert "(12 shipped seed attacks," in made.stdout and "dropped" in made.stdout
     manifest = (home / "stacks" / "redteam-docs-rag" / "slmops.toml").read_text()
     assert "Answers questions about the documents in corpus 'docs'" in manifest  # the target
     shown = slmops("eval", "dataset", "show", "docs-rag-redteam", "--json", home=home).stdout

@@ -19,12 +19,13 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from slmops.apps.build import build_stack
-from slmops.apps.helpers import TestCase
+from slmops.apps.helpers import ATTACKS, TestCase
 from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
 from slmops.cli.data import ingest_with_progress
 from slmops.cli.stacks import ModelOption, ensure_stack, model_overrides
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
+from slmops.eval.attacks import attack_cases
 from slmops.eval.calibrate import (
     apply_threshold,
     calibration,
@@ -548,21 +549,12 @@ def redteam_command(
         runtime = Runtime.from_workspace(ws)
         with console.status(f"Writing {n} attacks per category..."), use_runtime(runtime):
             result = attacker.invoke({"n": n})
-        cases = [
-            EvalCase(
-                input=attack.input,
-                answerable=False,
-                adversarial=True,
-                category=attack.category,
-                tags=["redteam"],
-                metadata={"goal": attack.goal, "seed": attack.seed},
-            )
-            for attack in result.output
-        ]
+        categories = attacker.manifest.manifest.settings.get("categories") or list(ATTACKS)
+        cleaned = attack_cases(result.output, [c for c in categories if c in ATTACKS])
         version, created = Datasets(ws).add(
-            name, cases, message=f"redteam against {victim.stack_name}", source="redteam"
+            name, cleaned.cases, message=f"redteam against {victim.stack_name}", source="redteam"
         )
-    console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {len(cases)} attacks")
+    console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {cleaned.summary()}")
     console.print(f"Run them: slmops eval run {target} --dataset {version.ref}")
 
 
