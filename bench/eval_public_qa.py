@@ -38,7 +38,7 @@ from typing import Any
 
 from slmops.apps.build import build_stack
 from slmops.apps.discovery import workspace_stacks
-from slmops.apps.extractive import ANSWER_MODES
+from slmops.apps.manifest import ANSWER_MODES
 from slmops.apps.quickstart import bundled_docs
 from slmops.apps.templates import DEFAULT_MODEL, ensure_workspace_stack
 from slmops.core.runtime import Runtime

@@ -152,9 +152,14 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         relevance = support = 0.0
         supports: list[float] = []  # per passage
         sentence_supports: list[float] = []  # per sentence the model was given
+        # a hybrid draft may fall back to the extracted sentences: embed them in the same batch
+        fallback = selection.answer if selection is not None and mode == "hybrid" else ""
+        fallback_supports: list[float] = []
         if hits:  # relevance even without an answer: a hybrid fallback and monitoring need it
             texts = [value.question, answer or value.question, *(s.text for s in sentences)]
-            vectors, passages = await self._vectors(retrieval, texts)
+            vectors, passages = await self._vectors(retrieval, [*texts, fallback or value.question])
+            fallback_supports = [float(s) for s in passages @ vectors[-1]]
+            vectors = vectors[:-1]
             relevance = float((passages @ vectors[0]).max())
             if answer:
                 supports = [float(s) for s in passages @ vectors[1]]
@@ -166,18 +171,16 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         )
         if (
             reason is not None
-            and mode == "hybrid"
+            and fallback
             and selection is not None
-            and selection.answer
             and relevance >= self.min_relevance
             and selection.best_score >= self.min_score
         ):
             # The model's phrasing failed the check, but the passages hold a confident
             # sentence: answer with it rather than refuse.
-            extracted, reason, answer = True, None, selection.answer
-            vectors, passages = await self._vectors(retrieval, [answer])
-            supports = [float(s) for s in passages @ vectors[0]]
-            sentence_supports, support = [], max(supports)
+            extracted, reason, answer = True, None, fallback
+            supports, sentence_supports = fallback_supports, []
+            support = max(supports)
         citations = self._citations(
             retrieval, supports, selection, sentences, sentence_supports, extracted
         )

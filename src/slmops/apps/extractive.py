@@ -23,12 +23,13 @@ The step decides nothing about refusing: the ``cite`` step does, from ``best_sco
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from opentelemetry import trace as otel_trace
 from pydantic import BaseModel
 
+from slmops.apps.manifest import ANSWER_MODES, AnswerMode
 from slmops.core.step import Step
 from slmops.core.threads import run_blocking
 from slmops.core.words import content_words
@@ -37,9 +38,6 @@ from slmops.data.rerank import Scorer, load_scorer
 from slmops.data.retrieve import RetrievalResult, runtime_corpora
 from slmops.errors import StepDefinitionError
 from slmops.models.loading import load_embedder
-
-AnswerMode = Literal["extractive", "hybrid", "generative"]
-ANSWER_MODES: tuple[str, ...] = ("extractive", "hybrid", "generative")
 
 # A sentence ends at . ! or ? followed by white space and a capital, digit, opening quote or
 # backtick (so "3.5" and "e.g. this" stay whole), at a blank line, or at a line break before

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -149,7 +149,8 @@ class CiteStep(StepBase):
         return self
 
 
-ANSWER_MODES = ("extractive", "hybrid", "generative")
+AnswerMode = Literal["extractive", "hybrid", "generative"]
+ANSWER_MODES: tuple[str, ...] = get_args(AnswerMode)
 
 
 class SelectStep(StepBase):

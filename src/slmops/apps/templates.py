@@ -15,8 +15,7 @@ from pathlib import Path
 from string import Template
 
 from slmops.apps.discovery import workspace_stacks
-from slmops.apps.extractive import ANSWER_MODES
-from slmops.apps.manifest import MANIFEST_FILE, ManifestError, parse_manifest
+from slmops.apps.manifest import ANSWER_MODES, MANIFEST_FILE, ManifestError, parse_manifest
 from slmops.errors import UnknownModelError
 from slmops.models.uri import parse_model_uri
 from slmops.prompts.registry import PromptRegistry

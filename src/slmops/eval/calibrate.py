@@ -23,7 +23,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -80,7 +79,8 @@ class Calibration:
 
     @property
     def at_current(self) -> ThresholdFigures:
-        return sweep(self.cases, [self.current])[0]
+        # the grid always holds the current threshold (see calibration())
+        return next(row for row in self.rows if row.threshold == self.current)
 
 
 def cite_node(stack: Stack) -> str:
@@ -243,14 +243,3 @@ def apply_threshold(manifest: Path, step: str, option: str, value: float) -> Non
     partial = manifest.with_suffix(".toml.partial")
     partial.write_text("".join(lines), encoding="utf-8")
     partial.replace(manifest)
-
-
-def summary_row(row: ThresholdFigures) -> dict[str, Any]:
-    return {
-        "threshold": row.threshold,
-        "answered": row.answered,
-        "contains_answer": row.contains_answer,
-        "token_f1": row.token_f1,
-        "refusal_correctness": row.refusal_correctness,
-        "balanced": row.balanced,
-    }
