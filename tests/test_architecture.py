@@ -23,6 +23,7 @@ LAYERS = [
     "registry",
     "monitor",
     "serve",
+    "pipelines",
     "ui",
     "cli",
 ]

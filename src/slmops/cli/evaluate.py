@@ -19,13 +19,11 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from slmops.apps.build import build_stack
-from slmops.apps.helpers import ATTACKS, TestCase
 from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
 from slmops.cli.data import ingest_with_progress
-from slmops.cli.stacks import ModelOption, ensure_stack, model_overrides
+from slmops.cli.stacks import ModelOption, model_overrides
 from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
-from slmops.eval.attacks import attack_cases
 from slmops.eval.calibrate import (
     apply_threshold,
     calibration,
@@ -34,14 +32,16 @@ from slmops.eval.calibrate import (
     with_check_off,
 )
 from slmops.eval.compare import compare_runs
-from slmops.eval.datasets import Datasets, EvalCase, read_cases
+from slmops.eval.datasets import Datasets, read_cases
 from slmops.eval.gates import check_gates, check_names, parse_gate
+from slmops.eval.generated import GeneratedDataset, synthesize, write_attacks
 from slmops.eval.metrics import JudgeScore
 from slmops.eval.report import render_report
-from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run
+from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run, pin_aliases
 from slmops.eval.squad import read_squad
 from slmops.monitor.feedback import parse_kinds
 from slmops.monitor.trace_data import cases_from_traces
+from slmops.store.names import name_problem
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
@@ -164,22 +164,10 @@ def dataset_show_command(
         console.print(f"... {len(cases) - limit} more (--limit)")
 
 
-def synth_cases(outputs: list[TestCase]) -> list[EvalCase]:
-    return [
-        EvalCase(
-            input=case.question,
-            reference=case.answer,
-            reference_ids=case.source_ids,
-            context=case.context,
-            tags=["synth"],
-            metadata={
-                "doc_id": case.doc_id,
-                "corpus": case.corpus,
-                "corpus_version": case.corpus_version,
-            },
-        )
-        for case in outputs
-    ]
+def print_new_stack(made: GeneratedDataset) -> None:
+    if made.new_stack is not None:
+        where = made.new_stack.path.parent.parent
+        console.print(f"Created stack [bold]{made.new_stack.name}[/] in {where}")
 
 
 @app.command("synth")
@@ -193,24 +181,15 @@ def synth_command(
     as a dataset version (the stack is created in the workspace the first time)."""
     if n < 1:
         raise typer.BadParameter("--n must be at least 1")
-    name = dataset or f"{corpus}-synth"
-    with open_workspace(workspace) as ws:
-        stack_name = f"synth-{corpus}"
-        ensure_stack(ws, stack_name, "synth", corpus=corpus)
-        stack = build_stack(stack_name, ws)
-        runtime = Runtime.from_workspace(ws)
-        with console.status(f"Writing {n} test cases from {corpus}..."), use_runtime(runtime):
-            result = stack.invoke({"n": n})
-        cases = synth_cases(result.output)
-        version, created = Datasets(ws).add(
-            name,
-            cases,
-            message=f"synth from {corpus}, trace {result.trace_id[:12]}",
-            source="synth",
-        )
-    kept = f"{len(cases)} of {n} kept (empty or repeated questions dropped)"
-    console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {kept}")
-    console.print(f"Trace id: {result.trace_id}   See them: slmops eval dataset show {version.ref}")
+    with (
+        open_workspace(workspace) as ws,
+        console.status(f"Writing {n} test cases from {corpus}..."),
+    ):
+        made = synthesize(ws, corpus, n=n, dataset=dataset)
+    print_new_stack(made)
+    version = made.version
+    console.print(f"{version.ref} {'committed' if made.created else 'unchanged'}: {made.summary}")
+    console.print(f"Trace id: {made.trace_id}   See them: slmops eval dataset show {version.ref}")
 
 
 @app.command("import-squad")
@@ -224,6 +203,10 @@ def import_squad_command(
     """Import a SQuAD-format set: its paragraphs become a corpus version (the corpus holds
     exactly them; the file is kept in WORKSPACE/imports/CORPUS), its questions a dataset
     version scored against their paragraph."""
+    for kind, value in (("corpus", corpus), ("dataset", dataset)):
+        problem = name_problem(kind, value)  # before the paragraphs are written under it
+        if problem:
+            raise ConfigError(problem)
     with open_workspace(workspace) as ws:
         documents_file = f"{corpus}.jsonl"
         squad = read_squad(file, documents_file=documents_file, limit=limit)
@@ -340,7 +323,7 @@ def run_command(
             metric_names = [m.strip() for m in metrics.split(",")] if metrics else None
             overrides = model_overrides(model)
         built = build_stack(stack_ref, ws, use_lock=not no_lock, models=overrides)
-        pinned = _pin_aliases(ws, built.resolved.models)
+        pinned = pin_aliases(ws, built.resolved.models)
         if pinned and not resume:  # one version for the whole run, recorded as it is
             overrides = {**(overrides or {}), **pinned}
             built = build_stack(stack_ref, ws, use_lock=not no_lock, models=overrides)
@@ -389,22 +372,6 @@ def run_command(
             error_console.print(f"[red]{escape(result.describe())}[/]")
     if failed:
         raise typer.Exit(1)
-
-
-def _pin_aliases(ws: Any, models: dict[str, str]) -> dict[str, str]:
-    """Registry aliases among a stack's models, each pinned to the version it names now, so
-    an alias moved during the run cannot mix versions in its results."""
-    from slmops.core.runtime import resolving_in
-    from slmops.models.resolvers import resolve_uri
-
-    pinned = {}
-    with resolving_in(ws):
-        for alias, uri in models.items():
-            if uri.startswith("registry:"):
-                resolved = resolve_uri(uri)
-                if resolved.pinned != uri:
-                    pinned[alias] = resolved.pinned
-    return pinned
 
 
 def _record_on_models(
@@ -539,22 +506,11 @@ def redteam_command(
     slmops eval run TARGET -d TARGET-redteam: attack_success is the share answered."""
     if n < 1:
         raise typer.BadParameter("--n must be at least 1")
-    with open_workspace(workspace) as ws:
-        victim = build_stack(target, ws)
-        name = dataset or f"{victim.stack_name}-redteam"
-        stack_name = f"redteam-{victim.stack_name}"
-        description = victim.description or f"the app stack {victim.stack_name}"
-        ensure_stack(ws, stack_name, "redteam", target=description)
-        attacker = build_stack(stack_name, ws)
-        runtime = Runtime.from_workspace(ws)
-        with console.status(f"Writing {n} attacks per category..."), use_runtime(runtime):
-            result = attacker.invoke({"n": n})
-        categories = attacker.manifest.manifest.settings.get("categories") or list(ATTACKS)
-        cleaned = attack_cases(result.output, [c for c in categories if c in ATTACKS])
-        version, created = Datasets(ws).add(
-            name, cleaned.cases, message=f"redteam against {victim.stack_name}", source="redteam"
-        )
-    console.print(f"{version.ref} {'committed' if created else 'unchanged'}: {cleaned.summary()}")
+    with open_workspace(workspace) as ws, console.status(f"Writing {n} attacks per category..."):
+        made = write_attacks(ws, target, n=n, dataset=dataset)
+    print_new_stack(made)
+    version = made.version
+    console.print(f"{version.ref} {'committed' if made.created else 'unchanged'}: {made.summary}")
     console.print(f"Run them: slmops eval run {target} --dataset {version.ref}")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from slmops.cli.common import console
+from slmops.core.graph import Graph
 from slmops.core.step import Step
 from slmops.errors import SlmopsError
 
@@ -44,11 +45,15 @@ def graph_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
 ) -> None:
     """Draw a composed step as Mermaid, DOT, SVG or PNG."""
-    graph = load_step(reference).graph()
+    write_graph(load_step(reference).graph(), fmt, output, default=Path("graph"))
+
+
+def write_graph(graph: Graph, fmt: str, output: Path | None, *, default: Path) -> None:
+    """Print a graph as Mermaid or DOT text, or write it to a file (SVG/PNG: an image)."""
     if fmt in ("svg", "png"):
-        target = output or Path(f"graph.{fmt}")
-        graph.render(target.with_suffix(f".{fmt}"))
-        console.print(f"wrote {target.with_suffix(f'.{fmt}')}")
+        target = (output or default).with_suffix(f".{fmt}")
+        graph.render(target)
+        console.print(f"wrote {target}")
         return
     if fmt not in ("mermaid", "dot"):
         raise SlmopsError(f"unknown format {fmt!r}: use mermaid, dot, svg or png")

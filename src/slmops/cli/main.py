@@ -14,6 +14,7 @@ from slmops.cli import (
     graph,
     model,
     monitor,
+    pipeline,
     prompt,
     quickstart,
     review,
@@ -50,6 +51,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(model.app, name="model")
 app.add_typer(feedback.app, name="feedback")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(pipeline.app, name="pipeline")
 
 
 def main() -> None:

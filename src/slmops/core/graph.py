@@ -23,6 +23,7 @@ class Node:
     label: str
     shape: str  # box | hexagon | diamond | fork | terminal
     cluster: str | None
+    fill: str | None = None  # a background colour (#rrggbb), e.g. a pipeline step's state
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Graph:
             arrow = "-.->" if edge.dashed else "-->"
             label = f"|{_mermaid_text(edge.label)}|" if edge.label else ""
             lines.append(f"  {edge.source} {arrow}{label} {edge.target}")
+        lines.extend(f"  style {node.id} fill:{node.fill}" for node in self.nodes if node.fill)
         return "\n".join(lines) + "\n"
 
     # --- Graphviz ------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class Graph:
             for node in self.nodes:
                 if node.cluster == cluster_id:
                     style = _DOT_SHAPES[node.shape]
+                    if node.fill:
+                        style += f', style="rounded,filled", fillcolor="{node.fill}"'
                     lines.append(f"{indent}{node.id} [label={_dot_text(node.label)}, {style}];")
             for cluster in self.clusters:
                 if cluster.parent == cluster_id:

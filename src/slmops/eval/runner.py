@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 
 from slmops.apps.citations import SourcedAnswer
 from slmops.apps.stack import Stack, to_plain
-from slmops.core.runtime import Runtime, use_runtime
+from slmops.core.runtime import Runtime, resolving_in, use_runtime
 from slmops.data.corpus import corpora_for
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.eval.datasets import Datasets, EvalCase
@@ -44,6 +44,7 @@ from slmops.eval.metrics import (
     percentile,
 )
 from slmops.models.loading import load_embedder
+from slmops.models.resolvers import resolve_uri
 from slmops.store.schema import eval_results, eval_runs
 from slmops.store.traces import get_trace, token_usage
 from slmops.store.workspace import Workspace
@@ -366,3 +367,16 @@ def list_runs(workspace: Workspace, limit: int = 20) -> list[dict[str, Any]]:
             select(eval_runs).order_by(eval_runs.c.started_at.desc()).limit(limit)
         ).all()
     return [dict(row._mapping) for row in rows]
+
+
+def pin_aliases(ws: Workspace, models: dict[str, str]) -> dict[str, str]:
+    """Registry aliases among a stack's models, each pinned to the version it names now, so
+    an alias moved during the run cannot mix versions in its results."""
+    pinned = {}
+    with resolving_in(ws):
+        for alias, uri in models.items():
+            if uri.startswith("registry:"):
+                resolved = resolve_uri(uri)
+                if resolved.pinned != uri:
+                    pinned[alias] = resolved.pinned
+    return pinned

@@ -268,3 +268,42 @@ monitor_rollups = Table(
     Column("hour", Float, primary_key=True),  # unix seconds at the hour's start
     Column("figures", JSON, nullable=False),  # a Tally (monitor/figures.py)
 )
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("pipeline", String(100), nullable=False, index=True),
+    Column("spec", JSON, nullable=False),  # the declaration as run (a resume reuses it)
+    Column("spec_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # running | complete | failed | interrupted
+    Column("trigger", String(64), nullable=False),  # manual | schedule | watch:PATH | ...
+    Column("executor", String(16), nullable=False),  # local | ray
+    Column("host", String(255), nullable=False),  # where it runs: a dead pid there = stopped
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+    Column("finished_at", Float),
+    Column("error", Text),
+)
+
+pipeline_steps = Table(
+    "pipeline_steps",
+    metadata,
+    Column(
+        "run_id",
+        String(32),
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("step", String(100), primary_key=True),
+    Column("op", String(32), nullable=False),
+    # pending | running | ok | cached | failed | gate_failed | skipped | interrupted
+    Column("status", String(16), nullable=False),
+    Column("key", String(64), index=True),  # hash of op, code, parameters and input versions
+    Column("inputs", JSON, nullable=False),  # what the key was computed from
+    Column("outputs", JSON, nullable=False),  # the versions and figures it produced
+    Column("progress", JSON, nullable=False),  # resumable state (an eval run id, ...)
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("error", Text),
+)
