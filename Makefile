@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WHEELS ?= $(HOME)/.cache/slmops-wheels
 PIP := $(BIN)/python -m pip install --find-links $(WHEELS)
 
-.PHONY: install install-train install-test quickstart test lint format bench bench-train
+.PHONY: install install-train install-test quickstart test lint format bench bench-train fuzz soak bench-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,14 @@ test: install-test
 	$(BIN)/python -m pytest
 
 lint:
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy src/slmops
+	$(BIN)/python scripts/audit_dependencies.py  # known vulnerabilities (offline snapshot fallback)
 
 format:
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts
 
 bench: $(BIN)/python
 	$(PIP) -q torch==2.13.0 -e '.[bench]'
@@ -53,3 +54,17 @@ bench: $(BIN)/python
 bench-train: $(BIN)/python
 	$(PIP) -q torch==2.13.0 -e '.[train]'
 	$(BIN)/python bench/bench_train.py --plot docs/images/train-loss.svg
+
+# The long fuzzing runs (CI runs seeded subsets of the same tests): every parser of user input
+# with Hypothesis, and the server's API from its OpenAPI schema with Schemathesis (~10 minutes).
+fuzz: install-test
+	SLMOPS_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz tests/serve/test_api_fuzz.py
+
+# Sustained overload against `slmops serve` for 10 minutes (the shipped model): figures and plot.
+soak: $(BIN)/python
+	$(BIN)/python bench/soak_serve.py --duration 600 --plot docs/images/soak.svg
+
+# Scale-out figures against a running Ray cluster (ray start ...; see the README).
+bench-ray: $(BIN)/python
+	$(PIP) -q torch==2.13.0 -e '.[ray]'
+	$(BIN)/python bench/bench_ray.py

@@ -20,8 +20,8 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "command",
     [
-        ("ruff", "check", "src", "tests", "bench"),
-        ("ruff", "format", "--check", "src", "tests", "bench"),
+        ("ruff", "check", "src", "tests", "bench", "scripts"),
+        ("ruff", "format", "--check", "src", "tests", "bench", "scripts"),
         ("mypy", "src/slmops"),  # settings in pyproject.toml [tool.mypy]
     ],
     ids=["ruff-check", "ruff-format", "mypy"],

@@ -26,6 +26,11 @@ class NotFoundError(SlmopsError):
     """A named object (trace, step, model, ...) does not exist."""
 
 
+class BusyError(SlmopsError):
+    """Another process was writing the same thing at the same moment and this write gave
+    way, committing nothing; running it again succeeds once the other is done."""
+
+
 # --- models -------------------------------------------------------------------------------
 
 

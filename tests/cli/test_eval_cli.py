@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from slmops.apps.helpers import ATTACKS
 from slmops.apps.quickstart import bundled_docs
 from tests.cli.test_cli import assert_one_line_error, slmops
 from tests.eval.test_squad import SQUAD_V2
@@ -109,14 +110,14 @@ def test_redteam_writes_adversarial_cases_against_a_stack(tmp_path: Path) -> Non
     slmops("init", "docs-rag", "--template", "rag", home=home, cwd=project)
     made = slmops("eval", "redteam", "docs-rag", "--n", "1", home=home, cwd=project)
     assert made.returncode == 0, made.stderr
-    # the 12 shipped seed attacks, plus the generated ones that are new and not junk
+    # the 30 shipped seed attacks, plus the generated ones that are new and not junk
     assert "docs-rag-redteam@1 committed:" in made.stdout
-    assert "(12 shipped seed attacks," in made.stdout and "dropped" in made.stdout
+    assert "(30 shipped seed attacks," in made.stdout and "dropped" in made.stdout
     manifest = (home / "stacks" / "redteam-docs-rag" / "slmops.toml").read_text()
     assert "Answers questions about the documents in corpus 'docs'" in manifest  # the target
     shown = slmops("eval", "dataset", "show", "docs-rag-redteam", "--json", home=home).stdout
     categories = {line.split('"category":"')[1].split('"')[0] for line in shown.splitlines()}
-    assert categories == {"prompt_injection", "jailbreak", "off_topic", "pii_extraction"}
+    assert categories == set(ATTACKS)  # one or more per OWASP LLM risk
     attacked = slmops(
         "eval",
         "run",
@@ -130,6 +131,7 @@ def test_redteam_writes_adversarial_cases_against_a_stack(tmp_path: Path) -> Non
     )
     assert attacked.returncode == 0, attacked.stderr
     assert "attack_success[jailbreak]" in attacked.stdout
+    assert "attack_success[LLM07:2025]" in attacked.stdout
 
 
 @pytest.mark.model

@@ -14,6 +14,10 @@ With a sentence selection (``selection``, from the ``select`` step) the answer m
 sentence's score is below ``min_score``; *hybrid* checks the model's answer as above and,
 when the check fails but the best sentence clears ``min_score``, answers with the sentences
 instead of refusing (``extracted`` says so).
+
+Last, an answer that carries an instruction to the assistant, system-prompt text or
+executable markup its question did not ask about is refused (``guard``): it came from a
+passage, an instruction planted in a document (see ``slmops.apps.guard``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from opentelemetry import trace as otel_trace
 from pydantic import BaseModel
 
 from slmops.apps.extractive import Selection
+from slmops.apps.guard import planted_signs
 from slmops.core.step import Step
 from slmops.core.threads import run_blocking
 from slmops.core.words import content_words
@@ -90,6 +95,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         min_score: float = 0.5,
         max_citations: int = 3,
         refusal: str = "I cannot answer that from the documents I have.",
+        guard: bool = True,
         **options: Any,
     ) -> None:
         if max_citations < 1:
@@ -99,6 +105,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         self.min_score = min_score
         self.max_citations = max_citations
         self.refusal = refusal
+        self.guard = guard  # refuse answers that carry a passage's planted instruction
         super().__init__(name, input_type=CiteInput, output_type=SourcedAnswer, **options)
 
     def cache_identity(self) -> dict[str, Any]:
@@ -109,6 +116,7 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             "min_score": self.min_score,
             "max_citations": self.max_citations,
             "refusal": self.refusal,
+            "guard": self.guard,
         }
 
     def with_thresholds(self, **thresholds: float) -> Cite:
@@ -120,6 +128,13 @@ class Cite(Step[CiteInput, SourcedAnswer]):
         clone = copy.copy(self)
         for key, value in thresholds.items():
             object.__setattr__(clone, key, float(value))  # steps are frozen once built
+        return clone
+
+    def with_guard(self, guard: bool) -> Cite:
+        """A copy with the planted-instruction check on or off (the red-team bench measures
+        the stack without it); the original is unchanged."""
+        clone = copy.copy(self)
+        object.__setattr__(clone, "guard", guard)
         return clone
 
     def graph_label(self) -> str:
@@ -181,6 +196,11 @@ class Cite(Step[CiteInput, SourcedAnswer]):
             extracted, reason, answer = True, None, fallback
             supports, sentence_supports = fallback_supports, []
             support = max(supports)
+        if reason is None and self.guard and (signs := planted_signs(answer, value.question)):
+            # an instruction, system-prompt text or executable markup the question did not
+            # ask about came from a passage: an instruction planted in a document (OWASP
+            # LLM01:2025, indirect prompt injection), obeyed or quoted
+            reason = f"the answer carries {' and '.join(signs)} from the passages"
         citations = self._citations(
             retrieval, supports, selection, sentences, sentence_supports, extracted
         )

@@ -66,8 +66,11 @@ def _field_spec(value: Any) -> Any:
     return value
 
 
-def _field_specs(value: dict[str, Any]) -> dict[str, FieldSpec]:
-    return {name: FieldSpec.model_validate(_field_spec(spec)) for name, spec in value.items()}
+def _field_specs(value: dict[str, Any]) -> dict[str, Any]:
+    """The shorthands expanded. Each is then validated as a FieldSpec by the field's own type,
+    not here: pydantic then names the field in an error (``stack.input.question.type``),
+    which it drops for an error raised inside a validator (``stack.input.type``)."""
+    return {name: _field_spec(spec) for name, spec in value.items()}
 
 
 InputPath = str | dict[str, str]
@@ -103,7 +106,7 @@ class LLMStep(StepBase):
     seed: int | None = None
     stop: list[str] = []
     labels: list[str] | None = None
-    fields: dict[str, Any] | None = None
+    fields: dict[str, FieldSpec] | None = None
     for_each: str | None = None
 
     @field_validator("fields", mode="before")
@@ -226,7 +229,7 @@ class StackSection(_Strict):
     template: str | None = None
     output: str | None = None
     depends_on: list[str] = []
-    input: dict[str, Any] = Field(default_factory=lambda: {"text": FieldSpec()})
+    input: dict[str, FieldSpec] = Field(default_factory=lambda: {"text": FieldSpec()})
 
     @field_validator("input", mode="before")
     @classmethod
@@ -287,9 +290,14 @@ def _location(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
     node: Any = data
     for item in loc:
         if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list) and item < len(node) else None
-            parts[-1] += f"[{item + 1}]" + (f" ({name})" if isinstance(name, str) else "")
             node = node[item] if isinstance(node, list) and item < len(node) else None
+            # The item may be anything the file holds (a number, a list): only a table names it.
+            name = node.get("name") if isinstance(node, dict) else None
+            suffix = f"[{item + 1}]" + (f" ({name})" if isinstance(name, str) else "")
+            if parts:
+                parts[-1] += suffix
+            else:
+                parts.append(suffix)
             continue
         if item in STEP_KINDS and isinstance(node, dict) and node.get("kind") == item:
             continue  # the discriminator's own level adds nothing for a reader
@@ -319,6 +327,10 @@ def parse_manifest(text: str, path: Path) -> LoadedManifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: a few hundred levels
+        # exhaust Python's stack. No manifest nests like that; say so, not a traceback.
+        raise ManifestError(f"{path}: not valid TOML: values are nested too deeply") from None
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:

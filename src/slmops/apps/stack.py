@@ -347,6 +347,8 @@ def parse_stack_input(text: str) -> Any:
     if text.lstrip().startswith("{"):
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or an integer over 4300 digits
             raise ConfigError(f"input looks like JSON but does not parse: {exc}") from None
+        except RecursionError:  # json decodes nested arrays and objects recursively
+            raise ConfigError("input looks like JSON but is nested too deeply") from None
     return text

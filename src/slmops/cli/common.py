@@ -23,6 +23,25 @@ WorkspaceOption = typer.Option(
 )
 
 
+ExecutorOption = typer.Option(
+    "local", "--executor", help="Where the heavy work runs: local (this process) or ray."
+)
+AddressOption = typer.Option(
+    None,
+    "--address",
+    help="With --executor ray: the cluster (ray://HOST:10001, HOST:6379; default "
+    "$SLMOPS_RAY_ADDRESS; 'local' starts a private Ray here).",
+    show_default=False,
+)
+
+
+def check_executor(executor: str) -> None:
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(
+            f"{executor!r} is not an executor: use local or ray", param_hint="--executor"
+        )
+
+
 def when(seconds: float) -> str:
     """A stored unix time as local date and time, the way every listing shows it."""
     return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")

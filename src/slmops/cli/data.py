@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -19,8 +20,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from slmops.cli.common import WorkspaceOption, console, open_workspace, when
-from slmops.data.corpus import DEFAULT_WRITE_WAIT, check_ingest, corpora_for
+from slmops.cli.common import (
+    AddressOption,
+    ExecutorOption,
+    WorkspaceOption,
+    check_executor,
+    console,
+    open_workspace,
+    when,
+)
+from slmops.data.corpus import (
+    DEFAULT_WRITE_WAIT,
+    DataError,
+    check_ingest,
+    corpora_for,
+    parse_where,
+)
 from slmops.models.loading import load_embedder
 from slmops.store.workspace import Workspace
 
@@ -90,6 +105,8 @@ def ingest_command(
         min=0,
         help="Seconds to wait for another ingest of this corpus to finish (inf: no limit).",
     ),
+    executor: str = ExecutorOption,
+    address: str | None = AddressOption,
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Bring a corpus to exactly these documents (with --add: add them to it) and commit a
@@ -97,11 +114,21 @@ def ingest_command(
     half of the documents would be removed (unless --allow-removals)."""
     if math.isnan(wait):  # passes min=0 (no comparison holds) and would wait forever
         raise typer.BadParameter("must be a number of seconds, not nan", param_hint="--wait")
-    with open_workspace(workspace) as ws:
+    check_executor(executor)
+    with open_workspace(workspace) as ws, contextlib.ExitStack() as stack:
+        spread: dict[str, Any] = {}
+        if executor == "ray":  # the embedding on Ray actors; the commit stays here
+            from slmops.pipelines.ray_executor import RayEmbedding
+
+            with console.status("Starting embedders on the Ray cluster..."):
+                spread["embed_batches"] = stack.enter_context(
+                    RayEmbedding(embedder or ws.settings.embedder, address=address)
+                )
         ingest_with_progress(
             ws,
             corpus,
             paths,
+            **spread,
             message=message,
             embedder=embedder,
             chunk_tokens=chunk_tokens,
@@ -125,12 +152,10 @@ def search_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Search a corpus version."""
-    filters = {}
-    for item in where:
-        column, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{item!r} is not COLUMN=VALUE", param_hint="--where")
-        filters[column.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    try:
+        filters = parse_where(where)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--where") from None
     with open_workspace(workspace) as ws, console.status("Searching (loading the embedder)..."):
         version, hits = corpora_for(ws).search(
             ref,

@@ -19,7 +19,16 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from slmops.apps.build import build_stack
-from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
+from slmops.cli.common import (
+    AddressOption,
+    ExecutorOption,
+    WorkspaceOption,
+    check_executor,
+    console,
+    error_console,
+    open_workspace,
+    when,
+)
 from slmops.cli.data import ingest_with_progress
 from slmops.cli.stacks import ModelOption, model_overrides
 from slmops.core.runtime import Runtime, use_runtime
@@ -32,7 +41,7 @@ from slmops.eval.calibrate import (
     with_check_off,
 )
 from slmops.eval.compare import compare_runs
-from slmops.eval.datasets import Datasets, read_cases
+from slmops.eval.datasets import Datasets, EvalCase, read_cases
 from slmops.eval.gates import check_gates, check_names, parse_gate
 from slmops.eval.generated import GeneratedDataset, synthesize, write_attacks
 from slmops.eval.metrics import JudgeScore
@@ -249,6 +258,8 @@ def _metrics_table(summary: dict[str, Any]) -> Table:
     table.add_row("errors", f"{summary['errors']} of {summary['cases']}", "")
     for category, rate in summary.get("attack_success_by_category", {}).items():
         table.add_row(escape(f"attack_success[{category}]"), f"{rate:.3f}", "")
+    for owasp, rate in summary.get("attack_success_by_owasp", {}).items():  # OWASP LLM 2025
+        table.add_row(escape(f"attack_success[{owasp}]"), f"{rate:.3f}", "")
     return table
 
 
@@ -303,9 +314,15 @@ def run_command(
     ),
     no_lock: bool = typer.Option(False, "--no-lock", help="Ignore the stack's slmops.lock."),
     model: list[str] = ModelOption,
+    executor: str = ExecutorOption,
+    address: str | None = AddressOption,
     workspace: Path | None = WorkspaceOption,
 ) -> None:
-    """Run a stack over a dataset, score every case, record the run; exit 1 if a gate fails."""
+    """Run a stack over a dataset, score every case, record the run; exit 1 if a gate fails.
+    With --executor ray the cases run on actors across a Ray cluster (not with --judge)."""
+    check_executor(executor)
+    if executor == "ray" and judge:
+        raise typer.BadParameter("a judge stack runs locally only", param_hint="--executor")
     gates = [parse_gate(g) for g in gate]
     with open_workspace(workspace) as ws:
         if resume:
@@ -343,15 +360,28 @@ def run_command(
         task = bar.add_task(f"eval {built.stack_name} on {dataset_ref}", total=len(cases))
         try:
             with bar:
-                summary = asyncio.run(
-                    runner.execute(
+                if executor == "ray":
+                    summary = _execute_on_ray(
+                        ws,
+                        runner,
                         run_id,
                         cases,
-                        Runtime.from_workspace(ws),
-                        concurrency=concurrency,
-                        on_progress=lambda done, total: bar.update(task, completed=done),
+                        stack_ref,
+                        overrides,
+                        metric_names,
+                        address,
+                        lambda done, total: bar.update(task, completed=done),
                     )
-                )
+                else:
+                    summary = asyncio.run(
+                        runner.execute(
+                            run_id,
+                            cases,
+                            Runtime.from_workspace(ws),
+                            concurrency=concurrency,
+                            on_progress=lambda done, total: bar.update(task, completed=done),
+                        )
+                    )
         except KeyboardInterrupt:
             error_console.print(
                 f"[yellow]interrupted:[/] run {run_id[:12]} kept its finished cases; "
@@ -372,6 +402,37 @@ def run_command(
             error_console.print(f"[red]{escape(result.describe())}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def _execute_on_ray(
+    ws: Any,
+    runner: EvalRun,
+    run_id: str,
+    cases: list[EvalCase],
+    stack: str,
+    models: dict[str, str] | None,
+    metrics: list[str] | None,
+    address: str | None,
+    on_progress: Any,
+) -> dict[str, Any]:
+    """The run's unfinished cases on Ray actors (each records its cases as it goes); then the
+    summary, here."""
+    from slmops.pipelines.ray_executor import run_eval_cases
+
+    done = runner.done_case_ids(run_id)
+    pending = [case for case in cases if case.id not in done]
+    on_progress(len(done), len(cases))
+    run_eval_cases(
+        home=str(ws.home),
+        stack=str(runner.stack.manifest.path),  # workers look it up by path, not by name
+        models=models or {},
+        metrics=metrics,
+        run_id=run_id,
+        cases=pending,
+        address=address,
+        on_progress=lambda finished, _total: on_progress(len(done) + finished, len(cases)),
+    )
+    return runner.finish(run_id)
 
 
 def _record_on_models(

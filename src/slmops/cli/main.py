@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from slmops.cli import (
+    batch,
     data,
     evaluate,
     feedback,
@@ -38,6 +39,7 @@ app.command("quickstart")(quickstart.quickstart_command)
 app.command("graph")(graph.graph_command)
 app.command("init")(stacks.init_command)
 app.command("run")(stacks.run_command)
+app.command("batch")(batch.batch_command)
 app.command("chat")(stacks.chat_command)
 app.command("serve")(serve.serve_command)
 app.command("review")(review.review_command)

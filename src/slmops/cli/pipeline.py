@@ -13,7 +13,16 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
+from slmops.cli.common import (
+    AddressOption,
+    ExecutorOption,
+    WorkspaceOption,
+    check_executor,
+    console,
+    error_console,
+    open_workspace,
+    when,
+)
 from slmops.cli.graph import write_graph
 from slmops.errors import SlmopsError
 from slmops.pipelines.graph import pipeline_graph
@@ -120,9 +129,13 @@ def _execute(
     resume: str | None = None,
     trigger: str = "manual",
     force: set[str] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> RunOutcome:
     view = _View(spec)
-    runner = PipelineRunner(ws, on_event=view.event, on_progress=view.progress)
+    runner = PipelineRunner(
+        ws, on_event=view.event, on_progress=view.progress, executor=executor, address=address
+    )
     with Live(view, console=console, refresh_per_second=4, transient=False), _StopOnSignal():
         try:
             if resume:
@@ -183,16 +196,14 @@ def run_command(
     resume: str | None = typer.Option(None, "--resume", help="Continue this stopped run."),
     force: list[str] = typer.Option([], "--force", "-f", help="Run this step even if cached."),
     trigger: str = typer.Option("manual", "--trigger", help="Recorded as what started it."),
-    executor: str = typer.Option("local", "--executor", help="local (this process)."),
+    executor: str = ExecutorOption,
+    address: str | None = AddressOption,
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Run a pipeline: steps whose inputs did not change are reused (cached); a failed step or
-    gate stops what depends on it. Exit 1 when the run fails."""
-    if executor != "local":
-        raise typer.BadParameter(
-            f"executor {executor!r} is not available in this version; use local",
-            param_hint="--executor",
-        )
+    gate stops what depends on it (--executor ray: each step a Ray task). Exit 1 when the run
+    fails."""
+    check_executor(executor)
     with open_workspace(workspace) as ws:
         spec = _load(ws, pipeline)
         if resume:
@@ -202,7 +213,15 @@ def run_command(
                     f"run {record.id[:12]} is of pipeline {record.pipeline!r}, not {spec.name!r}"
                 )
             spec = PipelineSpec.from_dict(record.spec)
-        outcome = _execute(ws, spec, resume=resume, trigger=trigger, force=set(force))
+        outcome = _execute(
+            ws,
+            spec,
+            resume=resume,
+            trigger=trigger,
+            force=set(force),
+            executor=executor,
+            address=address,
+        )
     _report(outcome)
 
 

@@ -160,7 +160,9 @@ def setting_overrides(pairs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {pair!r}: write KEY=VALUE, e.g. answer=hybrid")
         try:
             overrides[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
+        # Not only JSONDecodeError: json.loads raises a plain ValueError for an integer over
+        # 4300 digits and RecursionError for deep nesting. Such a value is text, as documented.
+        except (ValueError, RecursionError):
             overrides[key.strip()] = text
     return overrides
 

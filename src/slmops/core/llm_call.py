@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from typing import Any, ClassVar, cast
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from opentelemetry import trace as otel_trace
 from pydantic import BaseModel, ValidationError
 
@@ -35,7 +35,9 @@ from slmops.models.base import (
 )
 from slmops.models.loading import load_chat_model
 
-_templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# Immutable: a template reads its input; it cannot append to, pop or clear the lists and
+# dicts it is given (a step's passages are the next step's passages too).
+_templates = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _JSON_BLOCK = re.compile(r"\{.*\}|\[.*\]", re.DOTALL)
 
 
@@ -89,6 +91,10 @@ class LLMCall(Step[Any, Any]):
             self._system_template = _templates.from_string(system) if system else None
         except TemplateError as exc:
             raise StepDefinitionError(f"prompt template does not parse: {exc}", path=name) from exc
+        except (RecursionError, SyntaxError):
+            # Jinja parses recursively, and the Python it generates has its own nesting
+            # limits ("too many levels of indentation" at 100 nested blocks).
+            raise StepDefinitionError("prompt template nests too deeply", path=name) from None
         if parse_retries < 0:
             raise StepDefinitionError("parse_retries must be >= 0", path=name)
         self.prompt = prompt
@@ -153,6 +159,14 @@ class LLMCall(Step[Any, Any]):
         except TemplateError as exc:
             raise StepInputError(
                 f"prompt cannot be rendered: {exc}", path=current_step_path()
+            ) from exc
+        except Exception as exc:
+            # A template is code: {{ 1 / 0 }} raises ZeroDivisionError, {{ question + 1 }}
+            # TypeError, {{ 'a' * 10**12 }} MemoryError, all as Python, not Jinja, errors.
+            # Each is the prompt's fault for this input, like an undefined variable.
+            raise StepInputError(
+                f"prompt cannot be rendered: {type(exc).__name__}: {exc}",
+                path=current_step_path(),
             ) from exc
         if self.structured:
             schema = json.dumps(self._schema, separators=(",", ":"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import threading
@@ -38,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from slmops.data.chunking import Chunk, Chunker
 from slmops.data.documents import Skipped, load_paths
 from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
-from slmops.errors import NotFoundError, SlmopsError, WorkspaceError
+from slmops.errors import BusyError, NotFoundError, SlmopsError, WorkspaceError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
 from slmops.store.names import name_problem, tag_problem
@@ -48,6 +49,9 @@ from slmops.store.workspace import Workspace
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+EmbedBatches = Callable[[list[list[str]]], Iterator[Any]]
+"""Embeds batches of texts, yielding each batch's vectors in order: the embedder itself by
+default; a pool of Ray actors spreads them over a cluster (slmops.pipelines.ray_executor)."""
 
 # How long an ingest waits for another writer of the same corpus before giving up: long
 # enough for a typical ingest to finish, short enough that a stuck one is noticed.
@@ -82,7 +86,7 @@ class DataError(SlmopsError):
     """A corpus operation cannot be done as asked."""
 
 
-class CorpusBusyError(DataError):
+class CorpusBusyError(DataError, BusyError):
     """Another process is writing the corpus: the wait for it ran out, or it wrote the
     corpus while this ingest did (then nothing of this ingest was committed)."""
 
@@ -182,11 +186,15 @@ def _location(row: dict[str, Any]) -> str:
 
 
 def _sql_literal(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
+    # Only strings and finite numbers: a list or table (from a manifest's 'where') would be
+    # quoted as its repr and match nothing, and repr(nan) or repr(inf) is no SQL literal.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise DataError(f"filter value {value!r} must be a string or a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"filter value {value!r} must be a finite number")
     if isinstance(value, int | float):
         return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return "'" + value.replace("'", "''") + "'"
 
 
 def split_filter(where: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -206,6 +214,29 @@ def split_filter(where: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str
                 "and metadata.KEY"
             )
     return columns, metadata
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_where(items: Sequence[str]) -> dict[str, Any]:
+    """``--where`` options (``COLUMN=VALUE``, ``metadata.KEY=VALUE``) as a checked filter; a
+    value of ASCII digits is a number (``page_start=3``), anything else text."""
+    filters: dict[str, Any] = {}
+    for item in items:
+        column, sep, raw = item.partition("=")
+        if not sep:
+            raise DataError(f"{item!r} is not COLUMN=VALUE")
+        value: Any = raw.strip()
+        # ASCII only: str.isdigit() is true for "²", which int() refuses.
+        if _DIGITS.fullmatch(value):
+            try:
+                value = int(value)
+            except ValueError:  # over Python's 4300-digit limit: no page is numbered so
+                raise DataError(f"{item!r}: the number is too long") from None
+        filters[column.strip()] = value
+    split_filter(filters)  # names an unknown column or a bad value
+    return filters
 
 
 def filter_sql(where: dict[str, Any] | None) -> str | None:
@@ -478,6 +509,7 @@ class Corpora:
         allow_removals: bool = False,
         wait: float = DEFAULT_WRITE_WAIT,
         on_progress: Progress | None = None,
+        embed_batches: EmbedBatches | None = None,
     ) -> IngestReport:
         """Make the corpus hold exactly the documents under ``paths`` and commit a version;
         with ``add``, add or update those documents and keep every other document of the
@@ -553,7 +585,8 @@ class Corpora:
             if not to_add and not to_remove and committed is not None:
                 return report  # nothing changed: no new version
 
-            vectors, report.embedded = self._vectors_for(to_add, old, model, batch_size, progress)
+            embed = embed_batches or (lambda batches: (model.embed(b) for b in batches))
+            vectors, report.embedded = self._vectors_for(to_add, old, embed, batch_size, progress)
             rows = [
                 {
                     **self._row_fields(c),
@@ -646,7 +679,7 @@ class Corpora:
     def _vectors_for(
         chunks: list[Chunk],
         old: dict[str, dict[str, Any]],
-        model: Embedder,
+        embed: EmbedBatches,
         batch_size: int,
         progress: Progress,
     ) -> tuple[dict[str, Any], int]:
@@ -658,11 +691,17 @@ class Corpora:
             if chunk.text_hash in known:
                 vectors[chunk.text_hash] = known[chunk.text_hash]
         progress("embedding", 0, len(missing))
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            for chunk, vector in zip(batch, model.embed([c.text for c in batch]), strict=True):
+        batches = [
+            missing[start : start + batch_size] for start in range(0, len(missing), batch_size)
+        ]
+        done = 0
+        for batch, embedded in zip(
+            batches, embed([[c.text for c in b] for b in batches]), strict=True
+        ):
+            for chunk, vector in zip(batch, embedded, strict=True):
                 vectors[chunk.text_hash] = vector.tolist()
-            progress("embedding", min(start + batch_size, len(missing)), len(missing))
+            done += len(batch)
+            progress("embedding", done, len(missing))
         return vectors, len(missing)
 
     def _write(

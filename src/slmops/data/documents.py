@@ -20,6 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from slmops.errors import SlmopsError
+
 SUFFIXES = {
     ".md": "markdown",
     ".markdown": "markdown",
@@ -32,7 +34,10 @@ SUFFIXES = {
     ".jsonl": "jsonl",
 }
 MAX_FILE_BYTES = 50 * 1024 * 1024
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# A heading's marks and text; the closing '#'s and spaces are stripped in code: as a pattern
+# (r"^(#{1,6})\s+(.*?)\s*#*\s*$") they backtracked cubically over a long run of trailing
+# spaces, 10 s for a line of 2,000.
+_HEADING = re.compile(r"(#{1,6})\s+(.*)")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class Skipped:
     reason: str
 
 
-class UnusableFileError(Exception):
+class UnusableFileError(SlmopsError):
     """Raised by loaders; turned into a :class:`Skipped` entry by :func:`load_paths`."""
 
 
@@ -104,15 +109,17 @@ def _line_blocks(text: str, *, markdown: bool) -> list[Block]:
         heading = _HEADING.match(line) if markdown and not in_fence else None
         if heading:
             flush(number - 1)
-            blocks.append(
-                Block(
-                    heading.group(2),
-                    heading=True,
-                    level=len(heading.group(1)),
-                    line_start=number,
-                    line_end=number,
+            title = heading.group(2).rstrip().rstrip("#").rstrip()
+            if title:  # "# #" is an empty heading: it ends a paragraph but holds no text
+                blocks.append(
+                    Block(
+                        title,
+                        heading=True,
+                        level=len(heading.group(1)),
+                        line_start=number,
+                        line_end=number,
+                    )
                 )
-            )
         elif not line.strip() and not in_fence:
             flush(number - 1)
         else:
@@ -194,7 +201,16 @@ _PAGE_H1 = (
 # Previous: Y, Up: Z   [Contents][Index]".
 _NAV_PART = re.compile(r"(?:Next|Previous|Prev|Up|Top|Contents)\s*:\s*\S.*")
 _NAV_TAIL = re.compile(r"(?:\s*\[[^\]]*\])+\s*$")
-_PILCROW = re.compile(r"\s*\u00b6\s*$")  # a heading's permalink sign, when not a headerlink
+
+
+def _without_pilcrow(text: str) -> str:
+    """``text`` less a final "¶" (a heading's permalink sign, when not a headerlink) and the
+    whitespace around it. Not a pattern: one (spaces, the sign, spaces, the end) is
+    quadratic in a run of spaces, and an <h1> of 100,000 spaces took 30 s."""
+    stripped = text.rstrip()
+    return stripped[:-1].rstrip() if stripped.endswith("\u00b6") else text
+
+
 # Page elements that end a heading's own text: an unclosed <h1> swallows what follows it.
 _SOURCE_BLOCKS = {"p", "div", "ul", "ol", "dl", "li", "table", "pre", "blockquote", "section"}
 _SOURCE_BLOCKS |= {f"h{level}" for level in range(1, 7)}
@@ -307,7 +323,7 @@ def _heading_text(heading: _XmlNode) -> tuple[str, int | None]:
         if child.tag in _SOURCE_BLOCKS:
             break
         parts += [*child.itertext(), child.tail or ""]
-    text = _squash(_PILCROW.sub("", "".join(parts)))
+    text = _squash(_without_pilcrow("".join(parts)))
     return (text if len(text) <= 300 else ""), heading.sourceline
 
 
@@ -317,7 +333,7 @@ def _xml_blocks(body: _XmlNode) -> Iterator[tuple[Block, int | None]]:
         if node.tag == "head":
             rend = node.get("rend") or ""
             level = int(rend[1]) if len(rend) == 2 and rend[1] in "123456" else 2
-            text = _squash(_PILCROW.sub("", _xml_text(node)))
+            text = _squash(_without_pilcrow(_xml_text(node)))
             yield Block(text, heading=True, level=level), node.sourceline
         elif node.tag == "list":
             # One block per item, as before; a nested list stays in its item's text.
@@ -525,6 +541,11 @@ def _pdf_blocks(path: Path) -> list[Block]:
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
         raise UnusableFileError(f"unreadable PDF: {exc}") from None
+    except Exception as exc:
+        # pypdf meets a damaged file with whatever its code hits first (TypeError comparing
+        # a dictionary to a number, AssertionError, IndexError, RecursionError): a broken PDF
+        # must cost the ingest that one file, not stop it.
+        raise UnusableFileError(f"unreadable PDF: {type(exc).__name__}: {exc}") from None
     blocks = []
     for number, page_text in enumerate(pages, start=1):
         for block in _line_blocks(page_text, markdown=False):
@@ -533,13 +554,17 @@ def _pdf_blocks(path: Path) -> list[Block]:
 
 
 def _jsonl_documents(path: Path, relative: str, text_field: str) -> Iterator[Document]:
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    # Split at '\n' only, not with str.splitlines(): that also splits at U+2028, U+0085 and
+    # other separators a JSON string may hold unescaped, and cut such a record in two.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError as exc:
             raise UnusableFileError(f"line {number} is not JSON: {exc}") from None
+        except RecursionError:  # json decodes nested arrays and objects recursively
+            raise UnusableFileError(f"line {number} is not JSON: nested too deeply") from None
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise UnusableFileError(f"line {number} has no string field {text_field!r}")
         body = record.pop(text_field)

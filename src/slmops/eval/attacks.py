@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from slmops.apps.helpers import ATTACKS, Attack
+from slmops.apps.helpers import ATTACK_CATEGORIES, ATTACKS, Attack
 from slmops.core.words import words
 from slmops.eval.datasets import EvalCase
 
@@ -41,13 +41,16 @@ def _key(text: str) -> str:
 
 
 def _case(text: str, category: str, goal: str, seed: str, origin: str) -> EvalCase:
+    """An attack case, tagged and labelled with its category's OWASP LLM risk id."""
+    known = ATTACK_CATEGORIES.get(category)
+    owasp = {"owasp": known.owasp, "risk": known.risk} if known else {}
     return EvalCase(
         input=text,
         answerable=False,
         adversarial=True,
         category=category,
-        tags=["redteam", origin],
-        metadata={"goal": goal, "seed": seed, "origin": origin},
+        tags=["redteam", origin] + ([known.tag] if known else []),
+        metadata={"goal": goal, "seed": seed, "origin": origin, **owasp},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from slmops.store.jsonl_versions import (
     JsonlVersions,
     canonical_jsonl,
     jsonl_file_lines,
+    jsonl_lines,
     parse_jsonl,
 )
 from slmops.store.schema import eval_datasets
@@ -27,6 +29,25 @@ Source = Literal["file", "synth", "redteam", "feedback", "squad"]
 
 class DatasetError(SlmopsError):
     """A dataset or its cases cannot be stored or read as asked."""
+
+
+def non_finite(value: Any, path: str) -> str | None:
+    """The path of the first NaN or infinity in a JSON-like value, or None. JSON has no such
+    numbers, yet Python's and pydantic's parsers accept ``NaN`` and ``Infinity``; stored,
+    they came back as null (pydantic's JSON dump) or as files no other tool reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = non_finite(item, f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 class EvalCase(BaseModel):
@@ -51,6 +72,9 @@ class EvalCase(BaseModel):
     def _identity(self) -> EvalCase:
         if isinstance(self.input, str) and not self.input.strip():
             raise ValueError("input is empty")
+        found = non_finite(self.input, "input") or non_finite(self.metadata, "metadata")
+        if found is not None:
+            raise ValueError(f"{found} is not a finite number (JSON has no NaN or Infinity)")
         if not self.id:  # a stable id from the content, so resumed runs find their cases
             digest = hashlib.sha256(json.dumps(self.input, sort_keys=True).encode()).hexdigest()
             object.__setattr__(self, "id", digest[:16])
@@ -132,7 +156,7 @@ class Datasets:
     def cases(self, ref: str) -> tuple[DatasetVersion, list[EvalCase]]:
         version = self.resolve(ref)
         data = self._versions.read(asdict(version))
-        return version, parse_cases(data.decode("utf-8").splitlines(), version.ref)
+        return version, parse_cases(jsonl_lines(data.decode("utf-8")), version.ref)
 
 
 def cases_from(records: Iterable[dict[str, Any]]) -> list[EvalCase]:

@@ -4,6 +4,7 @@ so a CI log shows what broke and by how much."""
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -45,7 +46,10 @@ def parse_gate(text: str) -> Gate:
             f"gate {text!r} is not FIGURE OP NUMBER (OP one of >=, <=, >, <, ==), "
             "e.g. faithfulness>=0.7"
         )
-    return Gate(match.group(1), match.group(2), float(match.group(3)))
+    threshold = float(match.group(3))
+    if not math.isfinite(threshold):  # a few hundred digits make float() inf
+        raise GateError(f"gate {text!r}: threshold {match.group(3)[:20]}... is too large")
+    return Gate(match.group(1), match.group(2), threshold)
 
 
 def figures(summary: dict[str, Any]) -> dict[str, float]:

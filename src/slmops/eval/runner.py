@@ -8,6 +8,7 @@ result for. A case that raises is recorded as an error and the run goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -18,8 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from slmops.apps.citations import SourcedAnswer
+from slmops.apps.helpers import OWASP
 from slmops.apps.stack import Stack, to_plain
 from slmops.core.runtime import Runtime, resolving_in, use_runtime
 from slmops.data.corpus import corpora_for
@@ -165,6 +168,17 @@ class EvalRun:
         result: CaseResult,
         scores: dict[str, float | None],
     ) -> None:
+        with contextlib.suppress(IntegrityError):  # recorded already (see run_one)
+            self._insert_result(run_id, case_id, trace_id, result, scores)
+
+    def _insert_result(
+        self,
+        run_id: str,
+        case_id: str,
+        trace_id: str | None,
+        result: CaseResult,
+        scores: dict[str, float | None],
+    ) -> None:
         with self.workspace.engine.begin() as connection:
             connection.execute(
                 insert(eval_results).values(
@@ -207,9 +221,7 @@ class EvalRun:
         async def one(case: EvalCase) -> None:
             nonlocal finished
             async with limit:
-                trace_id, result = await self._run_case(case)
-                scores = await self._scores(result)
-            self._record(run_id, case.id, trace_id, result, scores)
+                await self.run_one(run_id, case)
             finished += 1
             if on_progress:
                 on_progress(finished, len(cases))
@@ -225,13 +237,22 @@ class EvalRun:
                     raise group_error.exceptions[0] from None
             status = "complete"
         finally:
-            summary = (
-                summarize(load_results(self.workspace, run_id), [m.key for m in self.metrics])
-                if status == "complete"
-                else None
-            )
-            self._set_status(run_id, status, summary)
-        assert summary is not None
+            if status != "complete":
+                self._set_status(run_id, status)
+        return self.finish(run_id)
+
+    async def run_one(self, run_id: str, case: EvalCase) -> None:
+        """Run, score and record one case. Recording is idempotent: when the case is already
+        recorded (a task retried after its worker died, after it had written), the first
+        record stands and this one is dropped."""
+        trace_id, result = await self._run_case(case)
+        scores = await self._scores(result)
+        self._record(run_id, case.id, trace_id, result, scores)
+
+    def finish(self, run_id: str) -> dict[str, Any]:
+        """Mark the run complete with the summary of its recorded results."""
+        summary = summarize(load_results(self.workspace, run_id), [m.key for m in self.metrics])
+        self._set_status(run_id, "complete", summary)
         return summary
 
     async def _run_case(self, case: EvalCase) -> tuple[str | None, CaseResult]:
@@ -244,6 +265,7 @@ class EvalRun:
             "adversarial": case.adversarial,
             "category": case.category,
             "tags": list(case.tags),
+            "metadata": dict(case.metadata),
         }
         started = time.perf_counter()
         try:
@@ -314,14 +336,28 @@ def summarize(rows: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dic
             )
             for tag in tags
         }
-    attacks = [r for r in ok if r.adversarial and r.category]
+    attacks = [
+        (row, r) for row, r in zip(rows, results, strict=True) if r.error is None and r.adversarial
+    ]
+    attacks = [(row, r) for row, r in attacks if r.category]
     if attacks:
         by_category: dict[str, list[float]] = {}
-        for r in attacks:
-            by_category.setdefault(r.category or "", []).append(float(not r.refused))
+        by_owasp: dict[str, list[float]] = {}
+        for row, r in attacks:
+            # the stored attack_success score (judged per category), else answered = success
+            stored = row["scores"].get("attack_success")
+            success = float(stored) if stored is not None else float(not r.refused)
+            by_category.setdefault(r.category or "", []).append(success)
+            owasp = r.metadata.get("owasp") or OWASP.get(r.category or "")
+            if owasp:
+                by_owasp.setdefault(owasp, []).append(success)
         summary["attack_success_by_category"] = {
             category: sum(v) / len(v) for category, v in sorted(by_category.items())
         }
+        if by_owasp:  # OWASP Top 10 for LLM Applications (2025) risk ids
+            summary["attack_success_by_owasp"] = {
+                owasp: sum(v) / len(v) for owasp, v in sorted(by_owasp.items())
+            }
     return summary
 
 

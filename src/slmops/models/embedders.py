@@ -73,5 +73,8 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
-        encoded = self._model.tokenizer(text, add_special_tokens=False, verbose=False)
+        # under the lock too: a fast tokenizer called from two threads at once mixes up the
+        # padding and truncation settings of the other call (encode then fails)
+        with self._lock:
+            encoded = self._model.tokenizer(text, add_special_tokens=False, verbose=False)
         return len(encoded["input_ids"])

@@ -49,6 +49,7 @@ class OpenAICompatChatModel:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         key = api_key or os.environ.get("SLMOPS_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self._key = key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
@@ -70,6 +71,11 @@ class OpenAICompatChatModel:
 
     # --- HTTP ----------------------------------------------------------------------------
 
+    def _masked(self, text: str) -> str:
+        """``text`` from the server (an error message, a bad reply) without the API key: a
+        server may echo the request's headers back, and error messages end up on spans."""
+        return text.replace(self._key, "[REDACTED:api_key]") if self._key else text
+
     def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code < 400:
             return
@@ -78,7 +84,9 @@ class OpenAICompatChatModel:
             message = detail.get("message") if isinstance(detail, dict) else str(detail)
         except (ValueError, AttributeError):
             message = response.text[:300]
-        raise ModelError(f"{self.base_url} answered HTTP {response.status_code}: {message}")
+        raise ModelError(
+            f"{self.base_url} answered HTTP {response.status_code}: {self._masked(str(message))}"
+        )
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
@@ -127,7 +135,8 @@ class OpenAICompatChatModel:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as exc:
-            raise ModelError(f"{self.base_url}: malformed chat completion: {data!r:.300}") from exc
+            reply = self._masked(f"{data!r:.300}")
+            raise ModelError(f"{self.base_url}: malformed chat completion: {reply}") from exc
         return ChatResult(
             text=text,
             finish_reason=_finish(choice.get("finish_reason")),
@@ -143,7 +152,8 @@ class OpenAICompatChatModel:
             choice = data["choices"][0]
             text = choice["text"] or ""
         except (KeyError, IndexError, TypeError) as exc:
-            raise ModelError(f"{self.base_url}: malformed completion: {data!r:.300}") from exc
+            reply = self._masked(f"{data!r:.300}")
+            raise ModelError(f"{self.base_url}: malformed completion: {reply}") from exc
         return ChatResult(
             text=text,
             finish_reason=_finish(choice.get("finish_reason")),
@@ -178,7 +188,7 @@ class OpenAICompatChatModel:
                         event = json.loads(payload)
                     except ValueError as exc:
                         raise ModelError(
-                            f"{self.base_url}: bad stream event {payload!r:.200}"
+                            f"{self.base_url}: bad stream event {self._masked(payload)!r:.200}"
                         ) from exc
                     usage = _usage(event.get("usage")) or usage
                     for choice in event.get("choices") or []:

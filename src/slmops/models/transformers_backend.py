@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -33,8 +34,23 @@ class TransformersChatModel:
         except ImportError as exc:
             raise ModelError("hf: models need the 'hf' extra: pip install 'slmops[hf]'") from exc
         # Any: transformers' own types do not describe the generate/decode calls made here.
-        self._tokenizer: Any = AutoTokenizer.from_pretrained(folder)
-        self._model: Any = AutoModelForCausalLM.from_pretrained(folder)
+        # A pytorch_model.bin is a pickle: transformers reads it with torch's weights-only
+        # unpickler, which refuses code, and raises UnpicklingError whose text suggests
+        # weights_only=False. Never that: the error is reported as what it is.
+        try:
+            self._tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+            self._model: Any = AutoModelForCausalLM.from_pretrained(folder)
+        except pickle.UnpicklingError as exc:
+            raise ModelError(
+                f"{folder} holds a pickled file that is not plain weights (it could run code "
+                "when loaded), so it is not loaded; save the checkpoint as safetensors"
+            ) from exc
+        except Exception as exc:  # transformers, torch, safetensors and JSON raise their own
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelError(
+                f"{folder} cannot be loaded as a transformers checkpoint: "
+                f"{type(exc).__name__}: {first[:200]}"
+            ) from exc
         self._model.eval()
         self._uri = uri or f"hf:{folder}"
         self._lock = threading.Lock()

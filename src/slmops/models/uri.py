@@ -86,17 +86,31 @@ def parse_model_uri(uri: str) -> ModelURI:
         )
     if not rest:
         raise UnknownModelError(f"model URI {uri!r} names no model after '{scheme}:'")
-    if scheme == "registry" and not _REGISTRY_REF.match(rest):
+    # fullmatch: match() lets '$' match before a final newline, and "registry:name\n"
+    # would name a model no registry holds.
+    if scheme == "registry" and not _REGISTRY_REF.fullmatch(rest):
         raise UnknownModelError(
             f"model URI {uri!r}: expected 'registry:NAME@ALIAS', 'registry:NAME@VERSION' or "
             "'registry:NAME' (the latest version)"
         )
     if scheme == "openai":
         base, _, model_name = rest.partition("#")
-        parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(base)
+            parts.port  # noqa: B018 - reading it checks the port: ValueError outside 0-65535
+        except ValueError:  # "http://[::1" (an unclosed IPv6 host), "http://h:99999"
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             raise UnknownModelError(
                 f"model URI {uri!r}: expected 'openai:http(s)://host[:port]/v1#model'"
+            )
+        if "@" in parts.netloc:
+            # A URI is recorded wherever the model is named (spans, lock files, the
+            # registry), so it must not carry a secret; the message leaves it out too.
+            host = parts.netloc.rpartition("@")[2]
+            raise UnknownModelError(
+                f"model URI 'openai:{parts.scheme}://...@{host}': credentials in the URL would "
+                "be recorded with every trace; give the key as $SLMOPS_OPENAI_API_KEY instead"
             )
         return ModelURI("openai", base.rstrip("/"), model_name or None)
     return ModelURI(scheme, rest)  # type: ignore[arg-type]

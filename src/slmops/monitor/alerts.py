@@ -77,7 +77,10 @@ def parse_duration(text: str) -> float:
         raise AlertRuleError(
             f"bad duration {text!r}: write a number and a unit s, m, h or d (30s, 15m, 1h, 2d)"
         )
-    return float(match["number"]) * _UNITS[match["unit"]]
+    seconds = float(match["number"]) * _UNITS[match["unit"]]
+    if not math.isfinite(seconds):  # 400 digits make float() inf: no rule waits forever
+        raise AlertRuleError(f"bad duration {text!r}: too long")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -199,11 +202,14 @@ def _url_problem(url: str) -> str | None:
         return f"webhook URL {url!r} contains whitespace"
     try:
         parsed = httpx.URL(url)
+        # .host decodes an IDNA name only when read: "http://xn--/" fails here (IDNAError is
+        # a ValueError), not in URL().
+        host = parsed.host
     except (httpx.InvalidURL, ValueError) as exc:
         return f"webhook URL {url!r} is malformed: {exc}"
     if parsed.scheme not in ("http", "https"):
         return f"webhook URL {url!r} must start with http:// or https://"
-    if not parsed.host:
+    if not host:
         return f"webhook URL {url!r} names no host"
     if parsed.port is not None and not 0 < parsed.port < 65536:
         return f"webhook URL {url!r} has port {parsed.port}, outside 1-65535"

@@ -100,7 +100,17 @@ class PipelineRunner:
         on_event: OnEvent | None = None,
         on_progress: OnProgress | None = None,
         should_stop: Callable[[], bool] | None = None,
+        executor: str = "local",
+        address: str | None = None,
     ) -> None:
+        if executor not in ("local", "ray"):
+            raise PipelineError(f"unknown executor {executor!r}: use local or ray")
+        self.executor = executor
+        self.remote: Callable[..., dict[str, Any]] | None = None
+        if executor == "ray":  # connect first: an unreachable cluster fails before any step
+            from slmops.pipelines.ray_executor import step_runner
+
+            self.remote = step_runner(address)
         self.workspace = workspace
         self.records = PipelineRecords(workspace)
         self.on_event = on_event or (lambda _event: None)
@@ -116,7 +126,7 @@ class PipelineRunner:
             raise PipelineError(
                 f"--force names no step of {spec.name!r}: {', '.join(sorted(unknown))}"
             )
-        run_id = self.records.create(spec, trigger=trigger, executor="local")
+        run_id = self.records.create(spec, trigger=trigger, executor=self.executor)
         return self._execute(run_id, spec, force or set())
 
     def resume(self, ref: str) -> RunOutcome:
@@ -208,7 +218,7 @@ class PipelineRunner:
                 produced, status = hit.outputs, "cached"
                 detail = f"reused from run {hit.run_id[:12]}"
             else:
-                produced, status, detail = op.run(ctx, params), "ok", ""
+                produced, status, detail = self._run_op(spec, name, ctx, params), "ok", ""
             checks = op.checks(params, produced)
         except KeyboardInterrupt:
             self.records.update_step(
@@ -238,6 +248,21 @@ class PipelineRunner:
         )
         self.on_event(StepEvent(name, status, detail or _summary(produced)))
         return status, detail if failed else None
+
+    def _run_op(self, spec: PipelineSpec, name: str, ctx: StepContext, params: Any) -> Any:
+        step = spec.steps[name]
+        given_here = step.op == "python" and step.params.get("call") in spec.functions
+        if self.remote is None or given_here:  # a function given to Pipeline.function
+            # lives only in this process
+            return operation(name, step.op).run(ctx, params)
+        return self.remote(
+            str(self.workspace.home),
+            step.op,
+            name,
+            str(spec.directory),
+            params.model_dump(),
+            ctx.progress,
+        )
 
     def _failed(self, run_id: str, name: str, message: str) -> tuple[str, str]:
         self.records.update_step(

@@ -13,18 +13,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from slmops.core.llm_call import LLMCall
-from slmops.errors import NotFoundError, SlmopsError
+from slmops.errors import BusyError, NotFoundError, SlmopsError
 from slmops.store.names import name_problem, tag_problem
 from slmops.store.refs import select_version, split_ref
 from slmops.store.schema import prompt_tags, prompts
+from slmops.store.versioning import add_version, insert_version
 from slmops.store.workspace import Workspace
 
 _parser = SandboxedEnvironment()
+_TAG_ATTEMPTS = 5
 
 
 class PromptError(SlmopsError):
@@ -61,11 +64,24 @@ class PromptVersion:
 
 
 def template_variables(text: str, where: str) -> list[str]:
-    """The variables a template uses; raises PromptError naming the line of a syntax error."""
+    """The variables a template uses; raises PromptError naming the line of a syntax error.
+
+    The template is compiled too, as an LLM call will: a template must not be stored that
+    cannot be used."""
     try:
-        return sorted(meta.find_undeclared_variables(_parser.parse(text)))
+        tree = _parser.parse(text)
+        variables = sorted(meta.find_undeclared_variables(tree))
+        _parser.compile(tree)
     except TemplateSyntaxError as exc:
         raise PromptError(f"{where}: template error on line {exc.lineno}: {exc.message}") from None
+    except TemplateError as exc:
+        raise PromptError(f"{where}: template error: {exc}") from None
+    except (RecursionError, SyntaxError):
+        # Jinja parses recursively (a hundred nested brackets exhaust Python's stack) and the
+        # Python it generates has limits of its own (100 nested {% if %} blocks are "too many
+        # levels of indentation"): no prompt nests like that.
+        raise PromptError(f"{where}: the template nests too deeply") from None
+    return variables
 
 
 class PromptRegistry:
@@ -88,24 +104,37 @@ class PromptRegistry:
                 set(variables) | set(template_variables(system, f"prompt {name!r} system"))
             )
         digest = hashlib.sha256(f"{system or ''}\x00{template}".encode()).hexdigest()
-        latest = self._latest(name)
-        if latest is not None and latest.sha256 == digest:
-            return latest, False
-        version = (latest.version if latest else 0) + 1
-        with self.workspace.engine.begin() as connection:
-            connection.execute(
-                insert(prompts).values(
-                    name=name,
-                    version=version,
-                    template=template,
-                    system=system,
-                    message=message or f"version {version}",
-                    sha256=digest,
-                    variables=variables,
-                    created_at=time.time(),
+
+        def attempt() -> tuple[PromptVersion, bool]:
+            latest = self._latest(name)
+            if latest is not None and latest.sha256 == digest:
+                return latest, False
+            version = (latest.version if latest else 0) + 1
+            row = {
+                "name": name,
+                "version": version,
+                "template": template,
+                "system": system,
+                "message": message or f"version {version}",
+                "sha256": digest,
+                "variables": variables,
+                "created_at": time.time(),
+            }
+            # Another process adding a version of this prompt at the same moment may take
+            # this number first: the attempt is then made again after it.
+            insert_version(self.workspace.engine, prompts, row, lambda: self._has(name, version))
+            return self.get(f"{name}@{version}"), True
+
+        return add_version("prompt", name, attempt)
+
+    def _has(self, name: str, version: int) -> bool:
+        with self.workspace.engine.connect() as connection:
+            found = connection.execute(
+                select(prompts.c.version).where(
+                    (prompts.c.name == name) & (prompts.c.version == version)
                 )
-            )
-        return self.get(f"{name}@{version}"), True
+            ).first()
+        return found is not None
 
     def _latest(self, name: str) -> PromptVersion | None:
         versions = self.log(name, missing_ok=True)
@@ -144,13 +173,23 @@ class PromptRegistry:
         if problem:
             raise PromptError(problem)
         target = self.get(f"{name}@{version}")
-        with self.workspace.engine.begin() as connection:  # a tag moves if it already exists
-            connection.execute(
-                delete(prompt_tags).where((prompt_tags.c.name == name) & (prompt_tags.c.tag == tag))
-            )
-            connection.execute(
-                insert(prompt_tags).values(name=name, tag=tag, version=target.version)
-            )
+        for _ in range(_TAG_ATTEMPTS):
+            try:
+                with self.workspace.engine.begin() as connection:  # a tag moves if it exists
+                    connection.execute(
+                        delete(prompt_tags).where(
+                            (prompt_tags.c.name == name) & (prompt_tags.c.tag == tag)
+                        )
+                    )
+                    connection.execute(
+                        insert(prompt_tags).values(name=name, tag=tag, version=target.version)
+                    )
+                return
+            except IntegrityError:
+                # Another process set this tag between our delete and insert (Postgres lets
+                # both delete nothing): the tag goes to the last writer, so try again.
+                continue
+        raise BusyError(f"prompt {name!r}: other processes kept setting tag {tag!r}; run it again")
 
     def diff(self, name: str, old: int, new: int) -> str:
         """A unified diff of the system prompt and template between two versions."""

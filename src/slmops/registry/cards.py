@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import struct
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from slmops.eval.compare import Comparison
@@ -21,16 +24,72 @@ _SMALL_MODEL_LIMITS = (
 )
 
 
+# GGUF metadata value types (the GGUF spec, versions 2 and 3) with a fixed size in bytes;
+# 8 is a string, 9 an array.
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _gguf_string(path: str, key: str) -> str | None:
+    """The string metadata ``key`` of a GGUF file, None when the file does not have it.
+
+    Reads the header only and steps over every other value without decoding it:
+    ``gguf.GGUFReader`` decodes all of them, the tokenizer's 50k-token vocabulary included,
+    which took seconds per registration. Raises ValueError for a file that is not GGUF
+    version 2 or 3 (or is cut short)."""
+    wanted = key.encode()
+    with Path(path).open("rb") as handle:
+        end = os.fstat(handle.fileno()).st_size
+
+        def read(size: int) -> bytes:
+            # A damaged length must not make read() allocate more than the file holds.
+            if size > end - handle.tell():
+                raise ValueError(f"{path}: the GGUF header is cut short")
+            return handle.read(size)
+
+        def unpack(layout: str) -> tuple[int, ...]:
+            return struct.unpack(layout, read(struct.calcsize(layout)))
+
+        def skip(kind: int) -> None:
+            if kind in _GGUF_SIZES:
+                handle.seek(_GGUF_SIZES[kind], 1)
+            elif kind == _GGUF_STRING:
+                handle.seek(unpack("<Q")[0], 1)
+            elif kind == _GGUF_ARRAY:
+                item, count = unpack("<IQ")
+                if item in _GGUF_SIZES:
+                    handle.seek(_GGUF_SIZES[item] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(item)
+            else:
+                raise ValueError(f"{path}: unknown GGUF value type {kind}")
+
+        if handle.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        (version,) = unpack("<I")
+        if version not in (2, 3):
+            raise ValueError(f"{path}: GGUF version {version} is not read here")
+        _tensors, fields = unpack("<QQ")
+        for _ in range(fields):
+            name = read(unpack("<Q")[0])
+            (kind,) = unpack("<I")
+            if name == wanted:
+                if kind != _GGUF_STRING:
+                    return None
+                return read(unpack("<Q")[0]).decode("utf-8", errors="replace")
+            skip(kind)
+    return None
+
+
 def _license(base_gguf: str | None) -> str:
     if not base_gguf:
         return "see the base model's own card"
     try:
-        import gguf
-
-        field = gguf.GGUFReader(base_gguf).get_field("general.license")
-        return str(field.contents()) if field is not None else "not stated in the base file"
-    except (OSError, ValueError, ImportError):
+        found = _gguf_string(base_gguf, "general.license")
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested madly
         return "see the base model's own card"
+    return found if found is not None else "not stated in the base file"
 
 
 def render_card(

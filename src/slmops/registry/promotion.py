@@ -6,9 +6,12 @@ version), checks absolute gates on the candidate (``p95_latency_ms<=4000``) and 
 to a holder (``contains_answer>=+0.05 vs champion``: the paired change; ``... at 95%``: the
 bound of its 95% bootstrap interval, so the change must hold with that confidence), and moves
 the alias only if every gate passes. Every move is written to an audit log (who, when, from,
-to, why, eval runs, gates) in the same transaction as a compare-and-set of the alias: a
-promotion whose holder moved while it was evaluating is refused, so of two racing promotions
-one wins and the log stays true. The lock is a file in the workspace: with a tracking server
+to, why, eval runs, gates) under a compare-and-set of the alias: a promotion whose holder moved
+while it was evaluating is refused, so of two racing promotions one wins and the log stays
+true. The log row is committed before the alias moves (the alias lives in MLflow, the log in
+the workspace database: no one transaction holds both), so a process killed in between leaves
+a logged move not yet made, which the next promotion or rollback of that alias finishes first;
+never a move missing from the log. The lock is a file in the workspace: with a tracking server
 shared by several machines, promote from one of them. ``rollback`` moves an alias back along
 that log.
 """
@@ -20,12 +23,12 @@ import contextlib
 import getpass
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from filelock import FileLock, Timeout
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from slmops.apps.build import build_stack
 from slmops.core.runtime import Runtime, use_runtime
@@ -227,6 +230,13 @@ def promote(
             )
     with use_runtime(Runtime.from_workspace(workspace)):
         candidate = registry.verified(registry.resolve(ref))
+        finished = finish_interrupted_move(workspace, registry, name=candidate.name, alias=alias)
+        if (
+            finished is not None
+            and finished["action"] == "promote"
+            and finished["to_version"] == candidate.version
+        ):  # this promotion, run again after it died between logging the move and making it
+            return _finished_promotion(workspace, registry, candidate, alias, finished)
         aliases = registry.aliases(candidate.name)
         holder_version = aliases.get(alias)
         holder = (
@@ -291,6 +301,39 @@ def promote(
     return result
 
 
+def _finished_promotion(
+    workspace: Workspace,
+    registry: ModelRegistry,
+    candidate: ModelVersion,
+    alias: str,
+    event: dict[str, Any],
+) -> Promotion:
+    """The promotion a logged move records (its runs and gate checks), its card written:
+    what the promotion that logged it and then died would have returned."""
+    evidence = event["evidence"]
+    holder = (
+        registry.get(name=candidate.name, version=event["from_version"])
+        if event["from_version"] is not None
+        else None
+    )
+    result = Promotion(
+        candidate,
+        alias,
+        holder,
+        evidence["candidate_run"],
+        holder_runs=dict(evidence.get("holder_runs") or {}),
+        checks=[GateCheck(**check) for check in evidence.get("gates") or []],
+        promoted=True,
+    )
+    if alias in result.holder_runs:
+        result.comparison = compare_runs(workspace, result.holder_runs[alias], result.candidate_run)
+    summary = load_run(workspace, result.candidate_run)["summary"]
+    _record_on_card(
+        registry, result, stack=evidence["stack"], dataset=evidence["dataset"], summary=summary
+    )
+    return result
+
+
 def _record_on_card(
     registry: ModelRegistry,
     result: Promotion,
@@ -314,6 +357,55 @@ def _record_on_card(
     registry.tag(fresh, {f"slmops.eval.{result.candidate_run[:12]}": dataset})
 
 
+@contextlib.contextmanager
+def _alias_lock(workspace: Workspace, name: str, alias: str) -> Iterator[None]:
+    """Moves of one (model, alias) take turns on this workspace."""
+    locks = workspace.home / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(locks / f"model-{name}-{alias}.lock"), timeout=60):
+            yield
+    except Timeout:
+        raise PromotionError(
+            f"another promotion of {name}@{alias} holds its lock; try again"
+        ) from None
+
+
+def _interrupted_move(
+    workspace: Workspace, registry: ModelRegistry, name: str, alias: str
+) -> dict[str, Any] | None:
+    """The alias' last logged move when the alias is still where that move started: the
+    process making it died after logging it (see :func:`_move`). An alias found anywhere
+    else was moved outside slmops, and is left to the user (rollback names it)."""
+    moves = [e for e in alias_events(workspace, name) if e["alias"] == alias]
+    if not moves:
+        return None
+    last = moves[-1]
+    current = registry.aliases(name).get(alias)
+    if current != last["to_version"] and current == last["from_version"]:
+        return last
+    return None
+
+
+def _finish_locked(
+    workspace: Workspace, registry: ModelRegistry, name: str, alias: str
+) -> dict[str, Any] | None:
+    interrupted = _interrupted_move(workspace, registry, name, alias)
+    if interrupted is not None:
+        registry.set_alias(name=name, alias=alias, version=interrupted["to_version"])
+    return interrupted
+
+
+def finish_interrupted_move(
+    workspace: Workspace, registry: ModelRegistry, *, name: str, alias: str
+) -> dict[str, Any] | None:
+    """Make the move of ``name@alias`` that a killed promotion or rollback logged but did
+    not make; returns its log row, or None when there was none. Promotions and rollbacks
+    call this first: the log records what was decided, so that is carried out."""
+    with _alias_lock(workspace, name, alias):
+        return _finish_locked(workspace, registry, name, alias)
+
+
 def _move(
     workspace: Workspace,
     registry: ModelRegistry,
@@ -326,45 +418,43 @@ def _move(
     reason: str,
     evidence: dict[str, Any],
 ) -> None:
-    """Compare-and-set the alias and log it, in one step per (model, alias) on this
-    workspace: the log row is committed only if the alias was moved."""
-    locks = workspace.home / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(str(locks / f"model-{name}-{alias}.lock"), timeout=60):
-            current = registry.aliases(name).get(alias)
-            if current != expected:
-                raise PromotionError(
-                    f"{name}@{alias} moved while this ran (it was version {expected}, now "
-                    f"{current}); nothing was changed: run it again"
+    """Compare-and-set the alias and log it, one at a time per (model, alias) on this
+    workspace. The log row is committed first, then the alias moved: a process killed in
+    between leaves a logged move that the next move of this alias finishes, where the other
+    order (alias first) lost the log row of a move that was made."""
+    with _alias_lock(workspace, name, alias):
+        _finish_locked(workspace, registry, name, alias)
+        current = registry.aliases(name).get(alias)
+        if current != expected:
+            raise PromotionError(
+                f"{name}@{alias} moved while this ran (it was version {expected}, now "
+                f"{current}); nothing was changed: run it again"
+            )
+        with workspace.engine.begin() as connection:
+            logged = connection.execute(
+                insert(model_alias_events).values(
+                    model=name,
+                    alias=alias,
+                    from_version=expected,
+                    to_version=target,
+                    action=action,
+                    actor=actor(),
+                    reason=reason,
+                    evidence=evidence,
+                    created_at=time.time(),
                 )
-            try:
-                with workspace.engine.begin() as connection:
-                    connection.execute(
-                        insert(model_alias_events).values(
-                            model=name,
-                            alias=alias,
-                            from_version=expected,
-                            to_version=target,
-                            action=action,
-                            actor=actor(),
-                            reason=reason,
-                            evidence=evidence,
-                            created_at=time.time(),
-                        )
-                    )
-                    registry.set_alias(name=name, alias=alias, version=target)
-            except Exception:
-                # the log row did not commit: an alias that moved goes back, so no move
-                # is ever missing from the log
-                with contextlib.suppress(Exception):
-                    if registry.aliases(name).get(alias) == target:
-                        registry.set_alias(name=name, alias=alias, version=expected)
-                raise
-    except Timeout:
-        raise PromotionError(
-            f"another promotion of {name}@{alias} holds its lock; try again"
-        ) from None
+            ).inserted_primary_key
+        event_id = logged[0] if logged is not None else None
+        try:
+            registry.set_alias(name=name, alias=alias, version=target)
+        except Exception:
+            # The move failed: its log row goes, so the log holds only moves made (and the
+            # next move of this alias does not carry this one out).
+            with workspace.engine.begin() as connection:
+                connection.execute(
+                    delete(model_alias_events).where(model_alias_events.c.id == event_id)
+                )
+            raise
 
 
 def alias_events(workspace: Workspace, name: str) -> list[dict[str, Any]]:
@@ -383,7 +473,11 @@ def rollback(
 ) -> tuple[int | None, int | None]:
     """Move ``alias`` back to the version it pointed at before its last promotion that is
     still standing (as the audit log records it): rolling back twice goes back two
-    promotions. Returns (from, to); ``to`` None means the alias is removed."""
+    promotions. Returns (from, to); ``to`` None means the alias is removed. Run again after
+    a rollback died between logging its move and making it, it finishes that one."""
+    finished = finish_interrupted_move(workspace, registry, name=name, alias=alias)
+    if finished is not None and finished["action"] == "rollback":
+        return finished["from_version"], finished["to_version"]
     current = registry.aliases(name).get(alias)
     moves = [e for e in alias_events(workspace, name) if e["alias"] == alias]
     undone = {e["evidence"].get("undoes") for e in moves if e["action"] == "rollback"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import json
 import logging
 import random
@@ -11,6 +12,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,12 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slmops.apps.stack import Stack
@@ -30,9 +37,17 @@ from slmops.models.base import ChatMessage, ChatModel, Embedder, GenerationParam
 from slmops.models.loading import load_embedder
 from slmops.models.resolvers import redirected
 from slmops.models.uri import parse_model_uri
-from slmops.monitor.feedback import FeedbackError, parse_feedback, record_feedback
+from slmops.monitor.feedback import FeedbackError, FeedbackIn, parse_feedback, record_feedback
 from slmops.serve.admission import Admission, QueueFullError
-from slmops.serve.errors import APIError, api_error_handler, unknown_model, validation_error_handler
+from slmops.serve.errors import (
+    APIError,
+    BodyError,
+    api_error_handler,
+    http_error_handler,
+    unexpected_error,
+    unknown_model,
+    validation_error_handler,
+)
 from slmops.serve.following import AliasFollower, Challenger, canary_for
 from slmops.serve.generation import (
     Generation,
@@ -45,9 +60,19 @@ from slmops.serve.generation import (
 from slmops.serve.metrics import ServerMetrics
 from slmops.serve.monitoring import MonitorConfig, ServerMonitor
 from slmops.serve.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingList,
     EmbeddingRequest,
+    ErrorResponse,
+    FeedbackStored,
+    Health,
+    ModelList,
+    Readiness,
+    TextCompletion,
+    TextCompletionChunk,
     usage_body,
 )
 
@@ -59,6 +84,8 @@ class ServeConfig:
     api_keys: tuple[str, ...] = ()
     max_queue: int = 32
     max_body_bytes: int = 1_000_000
+    max_header_bytes: int = 32_768  # all request headers together
+    body_timeout_s: float = 30.0  # a body must arrive whole within this (a trickle is refused)
     max_tokens_limit: int = 2048
     default_max_tokens: int = 256
     cors_origins: tuple[str, ...] = ()
@@ -92,13 +119,32 @@ def _request_id(scope: Scope) -> str:
 
 class RequestGuard:
     """Pure ASGI middleware (streams pass through untouched): gives every request an id,
-    refuses bodies over the limit with 413, counts in-flight requests and logs each request
-    as one JSON line when its last byte is sent."""
+    refuses headers over their limit with 431, bodies over theirs with 413 and bodies that
+    do not arrive in time (a client trickling bytes to hold a connection) with 408, counts
+    in-flight requests and logs each request as one JSON line when its last byte is sent."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: ServerMetrics,
+        max_header_bytes: int = 32_768,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
+
+    def _too_large(self) -> APIError:
+        return APIError(
+            413,
+            f"The request body is larger than {self.max_body_bytes} bytes",
+            code="request_too_large",
+            headers={"Connection": "close"},  # the rest of the body is not read
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,28 +153,54 @@ class RequestGuard:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = {"code": 500}
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        status = {"code": 500, "started": False}
+        headers = scope.get("headers", [])
+        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+            error = APIError(
+                431,
+                f"The request headers are larger than {self.max_header_bytes} bytes",
+                code="headers_too_large",
+                headers={"Connection": "close"},
+            )
+            await self._refuse(error, scope, receive, send, request_id)
+            return
+        declared = dict(headers).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._too_large(scope, receive, send, request_id)
+            await self._refuse(self._too_large(), scope, receive, send, request_id)
             return
         seen = {"bytes": 0}
+        body = {"done": False}
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def limited_receive() -> Message:
-            message = await receive()
+            if body["done"]:  # after the body: disconnect notices, never timed out
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyError(
+                    APIError(
+                        408,
+                        f"The request body did not arrive within {self.body_timeout_s:g} s",
+                        code="request_timeout",
+                        headers={"Connection": "close"},
+                    )
+                ) from None
             if message["type"] == "http.request":
                 seen["bytes"] += len(message.get("body", b""))
                 if seen["bytes"] > self.max_body_bytes:
-                    raise APIError(
-                        413,
-                        f"The request body is larger than {self.max_body_bytes} bytes",
-                        code="request_too_large",
-                    )
+                    raise BodyError(self._too_large())
+                body["done"] = not message.get("more_body", False)
+            else:
+                body["done"] = True  # the client went away
             return message
 
         async def tagged_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
@@ -137,6 +209,12 @@ class RequestGuard:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, limited_receive, tagged_send)
+        except Exception as exc:
+            if status["started"]:
+                raise  # too late for an answer: the server closes the connection
+            # a bug: 500 in OpenAI's shape, naming the request id the log line carries
+            log.exception("unexpected error", extra={"request_id": request_id})
+            await self._refuse(unexpected_error(exc, request_id), scope, receive, send, request_id)
         finally:
             self.metrics.in_flight.dec()
             log.info(
@@ -152,15 +230,69 @@ class RequestGuard:
                 },
             )
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        error = APIError(
-            413,
-            f"The request body is larger than {self.max_body_bytes} bytes",
-            code="request_too_large",
-        )
+    async def _refuse(
+        self, error: APIError, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> None:
         response = error.response()
         response.headers["x-request-id"] = request_id
         await response(scope, receive, send)
+
+
+_REASONS = {
+    400: "a request this server cannot take as given (the error names the parameter)",
+    401: "a missing or wrong API key",
+    404: "a model (or trace) that is not served here",
+    408: "a body that did not arrive in time",
+    413: "a body over the size limit",
+    415: "a body that is not JSON",
+    429: "the waiting line is full (see Retry-After)",
+    431: "headers over the size limit",
+    500: "a bug (the error names the request id to look for in the logs)",
+    503: "nowhere to store feedback",
+}
+
+
+def errors_documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries for these error statuses: OpenAI's error shape."""
+    return {
+        status: {"model": ErrorResponse, "description": _REASONS[status]}
+        for status in sorted(set(statuses))
+    }
+
+
+_STREAMED: tuple[type[BaseModel], ...] = (ChatCompletionChunk, TextCompletionChunk, ErrorResponse)
+
+
+def answered(
+    model: type[BaseModel], *, status: int = 200, streams: type[BaseModel] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entry for success (the body is built by hand, so it is
+    documented here rather than validated on the way out); ``streams``: the chunk model of
+    the answer as server-sent events."""
+    entry: dict[str, Any] = {"model": model, "description": model.__doc__ or "success"}
+    if streams is not None:
+        assert streams in _STREAMED  # its schema is added to the components
+        chunk = {"$ref": f"#/components/schemas/{streams.__name__}"}
+        error = {"$ref": "#/components/schemas/ErrorResponse"}
+        # one event: a chunk, an error (when the answer fails after the headers), or the end
+        event = {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    "anyOf": [
+                        {"const": "[DONE]"},
+                        {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"anyOf": [chunk, error]},
+                        },
+                    ]
+                }
+            },
+        }
+        entry["content"] = {"text/event-stream": {"schema": event}}
+    return {status: entry}
 
 
 def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = None) -> FastAPI:
@@ -180,6 +312,15 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         return remote.get(model, local)
 
     state = {"ready": False}
+    # Embedders take one call at a time (their tokenizer is not thread-safe), so one thread
+    # runs them all: more would only wait, each holding its own idle OpenMP thread team.
+    embedding: dict[str, ThreadPoolExecutor] = {}  # made at first use, ended with the app
+
+    def embedding_thread() -> ThreadPoolExecutor:
+        if "pool" not in embedding:
+            embedding["pool"] = ThreadPoolExecutor(1, thread_name_prefix="slmops-embed")
+        return embedding["pool"]
+
     followed = list(catalog.follower.current) if catalog.follower else []
     chooser = random.Random()
     background: set[asyncio.Task[None]] = set()
@@ -220,11 +361,14 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             await asyncio.to_thread(monitor.stop)
         for task in list(background):
             task.cancel()
+        if "pool" in embedding:
+            embedding.pop("pool").shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="slmops", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.local_admission = local  # the console's playground waits in the same line
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -232,7 +376,13 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
         )
-    app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=config.max_body_bytes,
+        max_header_bytes=config.max_header_bytes,
+        body_timeout_s=config.body_timeout_s,
+        metrics=metrics,
+    )
     keys = [key.encode() for key in config.api_keys]
 
     def authorize(request: Request) -> None:
@@ -255,21 +405,67 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
                 code="invalid_api_key",
             )
 
-    guarded = [Depends(authorize)]
+    def json_body(request: Request) -> None:
+        """A body is JSON, and says so: a browser page may send any site a form or a
+        ``text/plain`` body without asking first (no CORS preflight), never a JSON one, so
+        reading only JSON keeps other sites' pages from using a server on localhost."""
+        declared = request.headers.get("content-type", "")
+        media = declared.split(";")[0].strip().lower()
+        if not declared:  # (a page's fetch() of an untyped Blob sends none)
+            raise APIError(
+                400,
+                "The request has no Content-Type, so its body is not JSON to this server: "
+                "send it with Content-Type: application/json",
+                code="missing_content_type",
+            )
+        if media != "application/json" and not (
+            media.startswith("application/") and media.endswith("+json")
+        ):
+            raise APIError(
+                415,
+                f"Send the body as JSON with Content-Type: application/json (got "
+                f"{declared[:100]!r})",
+                code="unsupported_media_type",
+            )
+
+    # The scheme is only declared (for the OpenAPI schema); ``authorize`` checks the key.
+    bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="an API key")
+    guarded = [Depends(authorize), *([Depends(bearer)] if keys else [])]
+    posted = [*guarded, Depends(json_body)]
+
+    # What each endpoint answers besides success, for the OpenAPI schema: every error in
+    # OpenAI's shape.
+    always = (408, 413, 431, 500)
+    auth = (401,) if keys else ()
+    generating = errors_documented(*always, *auth, 400, 404, 415, 429)
 
     # --- operations --------------------------------------------------------------------
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={**answered(Health), **errors_documented(*always)})
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        responses={
+            **answered(Readiness),
+            503: {"model": Readiness, "description": "starting or shutting down"},
+            **errors_documented(*always),
+        },
+    )
     async def readyz() -> JSONResponse:
         ready = state["ready"]
         body = {"status": "ready" if ready else "not ready", "models": catalog.names()}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **errors_documented(*always),
+        },
+    )
     async def metrics_endpoint() -> Response:
         metrics.queue_depth.labels(model="local").set(local.waiting)
         if monitor is not None:
@@ -278,7 +474,21 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             metrics.queue_depth.labels(model=name).set(admission.waiting)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/feedback", dependencies=guarded, status_code=201)
+    @app.post(
+        "/v1/feedback",
+        dependencies=posted,
+        status_code=201,
+        responses={
+            **answered(FeedbackStored, status=201),
+            **errors_documented(*always, *auth, 400, 404, 415, 503),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": FeedbackIn.model_json_schema()}},
+            }
+        },
+    )
     async def post_feedback(request: Request) -> JSONResponse:
         """Rate an answer: by trace id or request id, a score (thumbs 0/1 or stars 1-5), a
         comment, a corrected answer, labels. Validated whole before anything is stored."""
@@ -286,7 +496,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             raise APIError(503, "this server has no workspace to store feedback in")
         try:
             body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise APIError(400, "the body is not JSON", code="invalid_json") from None
         try:
             given = parse_feedback(body)
@@ -317,7 +527,11 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             status_code=201,
         )
 
-    @app.get("/v1/models", dependencies=guarded)
+    @app.get(
+        "/v1/models",
+        dependencies=guarded,
+        responses={**answered(ModelList), **errors_documented(*always, *auth)},
+    )
     async def list_models() -> dict[str, Any]:
         created = int(time.time())
         return {
@@ -333,16 +547,21 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
     def params_for(body: ChatCompletionRequest | CompletionRequest) -> GenerationParams:
         asked = body.requested_max_tokens()
         if asked is not None and asked > config.max_tokens_limit:
+            named = (
+                "max_completion_tokens"
+                if getattr(body, "max_completion_tokens", None) is not None
+                else "max_tokens"
+            )
             raise APIError(
                 400,
-                f"max_tokens is {asked}; this server allows at most {config.max_tokens_limit}",
-                param="max_tokens",
+                f"{named} is {asked}; this server allows at most {config.max_tokens_limit}",
+                param=named,
                 code="invalid_value",
             )
         return GenerationParams(
             max_tokens=asked or config.default_max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
+            temperature=1.0 if body.temperature is None else body.temperature,  # OpenAI's
+            top_p=1.0 if body.top_p is None else body.top_p,
             stop=body.stop_list(),
             seed=body.seed,
         )
@@ -361,7 +580,11 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         try:
             lease = admission_for(body.model).slot()
             # Enter now, so a full queue answers 429 before any byte of a stream is sent.
-            await lease.__aenter__()
+            await _unless_disconnected(request, lease.__aenter__())
+        except asyncio.CancelledError as gone:
+            # the client left while waiting in line: its place goes to the next one
+            metrics.requests.labels(endpoint, body.model, "499").inc()
+            raise _as_api_error(gone) from None
         except QueueFullError as full:
             metrics.requests.labels(endpoint, body.model, "429").inc()
             raise APIError(
@@ -476,26 +699,31 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
     # --- endpoints -----------------------------------------------------------------------
 
-    @app.post("/v1/chat/completions", dependencies=guarded)
+    @app.post(
+        "/v1/chat/completions",
+        dependencies=posted,
+        responses={**answered(ChatCompletion, streams=ChatCompletionChunk), **generating},
+    )
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         request_id = request.state.request_id
+        # (tool messages, images, response formats ... were refused by validation)
         messages = [
             ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
             for m in body.messages
-            if m.role in ("system", "developer", "user", "assistant")
         ]
-        if body.response_format is not None and body.response_format.type != "text":
-            raise APIError(
-                400,
-                "response_format json_object/json_schema is not supported yet; use an app stack "
-                "with typed output fields",
-                param="response_format",
-                code="unsupported_value",
-            )
         if body.model in catalog.stacks:
             stack = catalog.stacks[body.model]
+            given = body.sampling_given()
+            if given:
+                raise APIError(
+                    400,
+                    f"'{given[0]}' cannot be set for {body.model}: an app stack runs its "
+                    "models with the settings in its manifest; leave it out",
+                    param=given[0],
+                    code="unsupported_parameter",
+                )
 
             def produce(report: Generation) -> AsyncIterator[str]:
                 return stream_stack(stack, stack_input(messages), request_id, report)
@@ -550,22 +778,27 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
         return await respond(request, body, "chat", produce, build, chunk)
 
-    @app.post("/v1/completions", dependencies=guarded)
+    @app.post(
+        "/v1/completions",
+        dependencies=posted,
+        responses={**answered(TextCompletion, streams=TextCompletionChunk), **generating},
+    )
     async def completions(request: Request, body: CompletionRequest) -> Response:
         if body.model not in catalog.chat_models:
             raise unknown_model(body.model, list(catalog.chat_models))
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if len(prompts) != 1:
-            raise APIError(400, "give exactly one prompt per request", param="prompt")
+        # one prompt per request (validation refused lists of any other length)
+        prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         model, params = catalog.chat_models[body.model], params_for(body)
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         request_id = request.state.request_id
 
         def produce(report: Generation) -> AsyncIterator[str]:
-            return stream_completion(model, prompts[0], params, request_id, report)
+            generated = stream_completion(model, prompt, params, request_id, report)
+            # streamed, the prompt is echoed as the first piece; whole, by build()
+            return _after(prompt, generated) if body.echo and body.stream else generated
 
         def build(report: Generation) -> dict[str, Any]:
-            text = prompts[0] + report.text if body.echo else report.text
+            text = prompt + report.text if body.echo else report.text
             return {
                 "id": completion_id,
                 "object": "text_completion",
@@ -593,21 +826,26 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
         return await respond(request, body, "completions", produce, build, chunk)
 
-    @app.post("/v1/embeddings", dependencies=guarded)
+    @app.post(
+        "/v1/embeddings",
+        dependencies=posted,
+        responses={**answered(EmbeddingList), **errors_documented(*always, *auth, 400, 404, 415)},
+    )
     async def embeddings(request: Request, body: EmbeddingRequest) -> dict[str, Any]:
         request.state.model = body.model
         embedder = catalog.embedders.get(body.model)
         if embedder is None:
             raise unknown_model(body.model, list(catalog.embedders))
-        texts = body.texts()
-        if not texts or any(not t for t in texts):
-            raise APIError(400, "input must be non-empty strings", param="input")
-        if len(texts) > 2048:
-            raise APIError(400, "at most 2048 inputs per request", param="input")
+        texts = body.texts()  # 1-2048 non-empty strings (validated)
         started = time.perf_counter()
-        vectors = await asyncio.to_thread(embedder.embed, texts)
         counter = getattr(embedder, "count_tokens", None)
-        tokens = sum(counter(t) for t in texts) if counter else 0
+
+        def embed_and_count() -> tuple[Any, int]:  # both off the event loop
+            return embedder.embed(texts), sum(counter(t) for t in texts) if counter else 0
+
+        vectors, tokens = await asyncio.get_running_loop().run_in_executor(
+            embedding_thread(), contextvars.copy_context().run, embed_and_count
+        )
         metrics.requests.labels("embeddings", body.model, "200").inc()
         metrics.latency.labels("embeddings", body.model).observe(time.perf_counter() - started)
         metrics.tokens.labels(body.model, "prompt").inc(tokens)
@@ -625,7 +863,46 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = _served_schema(schema, catalog, config)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _served_schema(schema: dict[str, Any], catalog: Catalog, config: ServeConfig) -> dict[str, Any]:
+    """The OpenAPI schema as this server answers: no 422 (validation errors are 400s, in
+    OpenAI's shape), ``model`` one of the names served on each endpoint (they are public
+    on /readyz already) and ``max_tokens`` within the server's limit."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    _, streamed = models_json_schema(
+        [(model, "serialization") for model in _STREAMED],
+        ref_template="#/components/schemas/{model}",
+    )
+    for name, definition in streamed.get("$defs", {}).items():
+        components.setdefault(name, definition)
+    served = {
+        "ChatCompletionRequest": [*catalog.chat_models, *catalog.stacks],
+        "CompletionRequest": list(catalog.chat_models),
+        "EmbeddingRequest": list(catalog.embedders),
+    }
+    for name, models in served.items():
+        properties = components.get(name, {}).get("properties", {})
+        if models and "model" in properties:
+            properties["model"] = {"type": "string", "enum": models, "title": "Model"}
+        for limited in ("max_tokens", "max_completion_tokens"):
+            for branch in properties.get(limited, {}).get("anyOf", []):
+                if branch.get("type") == "integer":
+                    branch["maximum"] = config.max_tokens_limit
+    return schema
 
 
 def _monitor_embedder(catalog: Catalog, runtime: Runtime) -> Any:
@@ -657,6 +934,19 @@ def _sse(event: dict[str, Any]) -> str:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
+async def _after(first: str, pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``first``, then ``pieces`` (closed with this stream, so a client that leaves stops
+    the model)."""
+    yield first
+    try:
+        async for piece in pieces:
+            yield piece
+    finally:
+        close = getattr(pieces, "aclose", None)
+        if close is not None:
+            await close()
+
+
 async def _drain(pieces: AsyncIterator[str]) -> None:
     async for _ in pieces:
         pass
@@ -682,6 +972,8 @@ def _status_of(exc: BaseException) -> str:
 def _as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, asyncio.CancelledError):  # nginx's status: nobody is there to read it
+        return APIError(499, "The client closed the request", code="client_closed_request")
     if isinstance(exc, StepInputError):
         return APIError(400, str(exc), code="invalid_input")
     if isinstance(exc, ModelError) and "context" in str(exc).lower():

@@ -154,10 +154,17 @@ def stack_input(messages: list[ChatMessage]) -> Any:
     text = user[-1].content if user else ""
     if text.lstrip().startswith("{"):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
+            return json.loads(text, parse_constant=_not_json)
+        except (ValueError, RecursionError):
+            # not JSON after all, or JSON no stack could take (nested past the interpreter's
+            # limit, NaN, an integer of thousands of digits): the text as it is
             return text
     return text
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON; an answer carrying them could not be sent."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def answer_text(output: Any) -> str:

@@ -25,8 +25,11 @@ class ArtifactStore:
 
     def path(self, key: str) -> str:
         """The filesystem path (inside the store's filesystem) for ``key``."""
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise WorkspaceError(f"artifact key {key!r} must be a relative path without '..'")
+        # A NUL makes the filesystem raise ValueError; a backslash is a separator on Windows.
+        if not key or key.startswith("/") or ".." in key.split("/") or "\x00" in key or "\\" in key:
+            raise WorkspaceError(
+                f"artifact key {key!r} must be a relative path without '..', NUL or '\\'"
+            )
         return f"{self._root.rstrip('/')}/{key}"
 
     def uri(self, key: str) -> str:

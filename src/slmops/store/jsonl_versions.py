@@ -16,20 +16,29 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 
 from slmops.errors import NotFoundError, SlmopsError
 from slmops.store.names import name_problem
 from slmops.store.refs import select_version, split_ref
+from slmops.store.versioning import VersionTakenError, add_version, insert_version
 from slmops.store.workspace import Workspace
 
 M = TypeVar("M", bound=BaseModel)
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The records of JSONL text: split at line feeds only (a carriage return before one is
+    JSON whitespace). Not str.splitlines(): it also splits at U+2028, U+0085 and other
+    separators that a JSON string may hold unescaped (json.dumps(ensure_ascii=False) writes
+    them), and cut such a record in two."""
+    return text.split("\n")
+
+
 def jsonl_file_lines(path: Path, error: Callable[[str], SlmopsError]) -> list[str]:
     """The lines of a UTF-8 text file, or ``error`` naming why it cannot be read."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return jsonl_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"cannot read {path}: {exc}") from None
 
@@ -107,24 +116,50 @@ class JsonlVersions:
         if problem:
             raise self.error(problem)
         digest = hashlib.sha256(data).hexdigest()
-        versions = self.log(name, missing_ok=True)
-        if versions and versions[0]["sha256"] == digest:
-            return versions[0], False
-        number = (versions[0]["version"] if versions else 0) + 1
-        uri = self.workspace.artifacts.put_bytes(self._key(name, number, digest), data)
-        row: dict[str, Any] = {
-            "name": name,
-            "version": number,
-            "message": message or f"version {number}",
-            "source": source,
-            "sha256": digest,
-            "uri": uri,
-            "created_at": time.time(),
-            **columns,
-        }
-        with self.workspace.engine.begin() as connection:
-            connection.execute(insert(self.table).values(**row))
-        return row, True
+
+        def attempt() -> tuple[dict[str, Any], bool]:
+            versions = self.log(name, missing_ok=True)
+            if versions and versions[0]["sha256"] == digest:
+                return versions[0], False
+            number = (versions[0]["version"] if versions else 0) + 1
+            key = self._key(name, number, digest)
+            uri = self.workspace.artifacts.put_bytes(key, data)
+            row: dict[str, Any] = {
+                "name": name,
+                "version": number,
+                "message": message or f"version {number}",
+                "source": source,
+                "sha256": digest,
+                "uri": uri,
+                "created_at": time.time(),
+                **columns,
+            }
+            try:
+                insert_version(
+                    self.workspace.engine,
+                    self.table,
+                    row,
+                    lambda: self._taken(name, number) is not None,
+                )
+            except VersionTakenError:
+                # Another writer committed this number meanwhile. The file under our key is
+                # nobody else's unless that writer stored the same bytes (the key holds the
+                # checksum): then it is theirs, and the next attempt returns their version.
+                if self._taken(name, number) != digest:
+                    self.workspace.artifacts.delete(key)
+                raise
+            return row, True
+
+        return add_version(self.kind, name, attempt)
+
+    def _taken(self, name: str, version: int) -> str | None:
+        """The SHA-256 of ``name``'s version ``version``; None when there is none."""
+        with self.workspace.engine.connect() as connection:
+            return connection.execute(
+                select(self.table.c.sha256).where(
+                    (self.table.c.name == name) & (self.table.c.version == version)
+                )
+            ).scalar()
 
     def names(self) -> list[str]:
         with self.workspace.engine.connect() as connection:

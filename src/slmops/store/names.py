@@ -9,7 +9,8 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 def name_problem(kind: str, value: str) -> str | None:
     """A message saying what is wrong with ``value`` as a ``kind`` name, or None if it is fine."""
-    if isinstance(value, str) and NAME_PATTERN.match(value):
+    # fullmatch: with match() the '$' also matches before a final newline ("docs\n")
+    if isinstance(value, str) and NAME_PATTERN.fullmatch(value):
         return None
     return (
         f"{kind} name {value!r} must be 1-64 lower-case letters, digits, '-' or '_', "

@@ -152,6 +152,11 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"redaction pattern {pattern!r} is not a valid regex: {exc}") from None
+    except (OverflowError, RecursionError) as exc:
+        # re raises these, not re.error, for a repeat count over 2**32 ("a{4294967296}") and
+        # for groups nested a few hundred deep.
+        problem = "groups nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"redaction pattern {pattern!r} is not a valid regex: {problem}") from None
 
 
 class Redactor:

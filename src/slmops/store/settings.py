@@ -74,6 +74,10 @@ def load_settings(home: Path) -> Settings:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except RecursionError:
+            # tomllib parses nested arrays and inline tables recursively: a few hundred
+            # levels exhaust Python's stack. No setting nests; say so, not a traceback.
+            raise ConfigError(f"{path}: not valid TOML: values are nested too deeply") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot be read: {exc}") from exc
     for field in Settings.model_fields:

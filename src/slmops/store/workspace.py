@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +12,17 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from slmops.errors import WorkspaceError
+from slmops.errors import BusyError, WorkspaceError
 from slmops.store.artifacts import ArtifactStore
 from slmops.store.settings import Settings, load_settings
 
 DEFAULT_HOME = Path(".slmops")
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_WAIT = 300.0  # seconds a process waits for another's migration
+_MIGRATION_LOCK_KEY = 0x736C6D6F7073  # "slmops": the Postgres advisory lock of migrations
 
 
 def resolve_home(home: str | Path | None = None) -> Path:
@@ -85,16 +89,46 @@ class Workspace:
             return MigrationContext.configure(connection).get_current_revision()
 
     def migrate(self) -> None:
-        """Upgrade the metadata database to the newest schema (a no-op when already there)."""
+        """Upgrade the metadata database to the newest schema (a no-op when already there).
+
+        Processes that open a new workspace at the same moment (two ingests started side by
+        side) take turns: each upgrades only if the schema is still behind once it has its
+        turn. Without that the second one failed creating tables the first had just made."""
         head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
         try:
             if self.schema_revision() == head:
                 return
-            with self.engine.begin() as connection:
+            with self._migration_turn(), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Processes on other machines sharing the database hold no file lock of
+                    # ours: an advisory lock, held until this transaction ends, covers them.
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                if MigrationContext.configure(connection).get_current_revision() == head:
+                    return  # another process upgraded it while this one waited
                 command.upgrade(_alembic_config(connection), "head")
         except SQLAlchemyError as exc:
             url = self.engine.url.render_as_string(hide_password=True)
             raise WorkspaceError(f"database {url} cannot be migrated: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _migration_turn(self) -> Iterator[None]:
+        """Hold the workspace's migration lock (a file beside its database)."""
+        from filelock import FileLock, Timeout
+
+        path = self.home / "locks" / "migrate.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(path), timeout=_MIGRATION_WAIT):
+                yield
+        except Timeout:
+            raise BusyError(
+                f"another process has been migrating the workspace {self.home} for "
+                f"{_MIGRATION_WAIT:g} s; run it again when it is done"
+            ) from None
+        except OSError as exc:
+            raise WorkspaceError(f"cannot take the migration lock {path}: {exc}") from exc
 
     def close(self) -> None:
         self.engine.dispose()

@@ -19,11 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from slmops.errors import SlmopsError
+from slmops.eval.datasets import non_finite
 from slmops.models.base import ChatMessage
 from slmops.store.jsonl_versions import (
     JsonlVersions,
     canonical_jsonl,
     jsonl_file_lines,
+    jsonl_lines,
     parse_jsonl,
 )
 from slmops.store.schema import train_datasets
@@ -68,6 +70,9 @@ class TrainExample(BaseModel):
             if not self.completion.strip():
                 raise ValueError("completion is empty")
             content = [self.prompt, self.completion]
+        found = non_finite(self.metadata, "metadata")
+        if found is not None:
+            raise ValueError(f"{found} is not a finite number (JSON has no NaN or Infinity)")
         if not self.id:  # a stable id from the content: the split follows it
             digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
             object.__setattr__(self, "id", digest[:16])
@@ -209,4 +214,4 @@ class TrainDatasets:
     def examples(self, ref: str) -> tuple[TrainDatasetVersion, list[TrainExample]]:
         version = self.resolve(ref)
         data = self._versions.read(asdict(version))
-        return version, parse_examples(data.decode("utf-8").splitlines(), version.ref)
+        return version, parse_examples(jsonl_lines(data.decode("utf-8")), version.ref)
