@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 WHEELS ?= $(HOME)/.cache/slmops-wheels
 PIP := $(BIN)/python -m pip install --find-links $(WHEELS)
 
-.PHONY: install install-train install-test quickstart test lint format bench bench-train fuzz soak bench-ray
+.PHONY: install install-train install-test quickstart test lint format bench bench-train fuzz crash soak bench-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-train: $(BIN)/python
 # with Hypothesis, and the server's API from its OpenAPI schema with Schemathesis (~10 minutes).
 fuzz: install-test
 	SLMOPS_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz tests/serve/test_api_fuzz.py
+
+# SIGKILL at random points of every write (200 trials each) and racing writers (20 rounds),
+# on SQLite and, with SLMOPS_TEST_POSTGRES_URL set, Postgres.
+crash: install-test
+	SLMOPS_CRASH_TRIALS=$${SLMOPS_CRASH_TRIALS:-200} SLMOPS_RACE_ROUNDS=$${SLMOPS_RACE_ROUNDS:-20} $(BIN)/python -m pytest tests/reliability -s -q
 
 # Sustained overload against `slmops serve` for 10 minutes (the shipped model): figures and plot.
 soak: $(BIN)/python

@@ -115,7 +115,9 @@ def test_redteam_writes_adversarial_cases_against_a_stack(tmp_path: Path) -> Non
     assert "(30 shipped seed attacks," in made.stdout and "dropped" in made.stdout
     manifest = (home / "stacks" / "redteam-docs-rag" / "slmops.toml").read_text()
     assert "Answers questions about the documents in corpus 'docs'" in manifest  # the target
-    shown = slmops("eval", "dataset", "show", "docs-rag-redteam", "--json", home=home).stdout
+    shown = slmops(
+        "eval", "dataset", "show", "docs-rag-redteam", "--json", "--limit", "1000", home=home
+    ).stdout
     categories = {line.split('"category":"')[1].split('"')[0] for line in shown.splitlines()}
     assert categories == set(ATTACKS)  # one or more per OWASP LLM risk
     attacked = slmops(
