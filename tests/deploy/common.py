@@ -192,3 +192,28 @@ def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
         if path.endswith((".yaml", ".yml")):
             objects.extend(load_all_yaml(text))
     return objects
+
+
+def unguarded_routes() -> set[str]:
+    """GET routes of the server that need no API key: ``@app.get(PATH, ...)`` decorators in
+    serve/app.py without ``dependencies=`` (read from the syntax tree, so any formatting of
+    the decorator counts)."""
+    import ast
+
+    routes = set()
+    for node in ast.walk(ast.parse(APP.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if (
+                isinstance(decorator, ast.Call)
+                and isinstance(decorator.func, ast.Attribute)
+                and decorator.func.attr == "get"
+                and isinstance(decorator.func.value, ast.Name)
+                and decorator.func.value.id == "app"
+                and decorator.args
+                and isinstance(decorator.args[0], ast.Constant)
+                and not any(k.arg == "dependencies" for k in decorator.keywords)
+            ):
+                routes.add(str(decorator.args[0].value))
+    return routes

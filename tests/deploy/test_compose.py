@@ -22,7 +22,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.deploy.common import APP, COMPOSE, DEPLOY, ENV_EXAMPLE, ROOT, load_yaml, tool
+from tests.deploy.common import (
+    COMPOSE,
+    DEPLOY,
+    ENV_EXAMPLE,
+    ROOT,
+    load_yaml,
+    tool,
+    unguarded_routes,
+)
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (pip) validates compose.yaml")
 
@@ -163,10 +171,6 @@ def test_env_example_lists_every_variable_and_holds_no_secret():
             assert value == "", f"{variable} must be left empty in .env.example"
     gitignore = (DEPLOY / ".gitignore").read_text(encoding="utf-8").split()
     assert ".env" in gitignore
-
-
-def unguarded_routes() -> set[str]:
-    return set(re.findall(r'@app\.get\("([^"]+)"\)', APP.read_text(encoding="utf-8")))
 
 
 def option(command: list[str], flag: str) -> str:

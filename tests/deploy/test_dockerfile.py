@@ -26,6 +26,7 @@ from tests.deploy.common import (
     dockerignore_excludes,
     dockerignore_patterns,
     tool,
+    unguarded_routes,
 )
 
 dockerfile_parse = pytest.importorskip(
@@ -170,12 +171,6 @@ def test_runtime_runs_as_a_fixed_non_root_user():
         max(i for i, x in enumerate(runtime.instructions) if x["instruction"] == "USER") :
     ]
     assert not [x for x in after if x["instruction"] == "RUN"], "RUN after USER would run as it"
-
-
-def unguarded_routes() -> set[str]:
-    """GET routes of the server that need no API key (no `dependencies=guarded`)."""
-    source = APP.read_text(encoding="utf-8")
-    return set(re.findall(r'@app\.get\("([^"]+)"\)', source))
 
 
 def test_healthcheck_asks_the_servers_health_route_with_python():

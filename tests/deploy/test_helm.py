@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from tests.deploy.common import (
-    APP,
     CHART,
     COMPOSE,
     DOCKERFILE,
@@ -27,6 +26,7 @@ from tests.deploy.common import (
     _split_sources,
     load_yaml,
     manifests,
+    unguarded_routes,
 )
 
 TEMPLATES = CHART / "templates"
@@ -207,10 +207,6 @@ def containers(rendered: dict[str, str]) -> Iterator[tuple[dict[str, Any], dict[
     for deployment in by_kind(rendered)["Deployment"]:
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             yield deployment, container
-
-
-def unguarded_routes() -> set[str]:
-    return set(re.findall(r'@app\.get\("([^"]+)"\)', APP.read_text(encoding="utf-8")))
 
 
 @pytest.mark.parametrize("which", ["default_render", "full_render"])
