@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from slmops.errors import SlmopsError
 
 DEFAULT_ADDRESS_ENV = "SLMOPS_RAY_ADDRESS"
+CONNECT_TRIES = 3  # connection attempts (a loaded head sometimes fails to start a client)
 RETRIES = 3  # restarts of an actor, and retries of its calls, after a worker dies
 
 
@@ -59,15 +61,22 @@ def connect(address: str | None = None) -> Any:
             "no Ray cluster given: pass --address ray://HOST:10001 (or set "
             f"${DEFAULT_ADDRESS_ENV}); 'local' starts a private Ray on this machine"
         )
-    try:
-        ray.init(
-            address=None if target == "local" else target,
-            logging_level="ERROR",
-            log_to_driver=False,
-            include_dashboard=False if target == "local" else None,
-        )
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, grpc errors...
-        raise RayExecutorError(f"cannot reach the Ray cluster at {target}: {exc}") from None
+    for attempt in range(CONNECT_TRIES):
+        try:
+            ray.init(
+                address=None if target == "local" else target,
+                logging_level="ERROR",
+                log_to_driver=False,
+                include_dashboard=False if target == "local" else None,
+            )
+            return ray
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, grpc errors...
+            # a busy head can fail to start a client's server process once: try again
+            if attempt + 1 == CONNECT_TRIES:
+                raise RayExecutorError(f"cannot reach the Ray cluster at {target}: {exc}") from None
+            if ray.is_initialized():
+                ray.shutdown()
+            time.sleep(2.0 * (attempt + 1))
     return ray
 
 
