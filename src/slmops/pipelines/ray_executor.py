@@ -80,6 +80,13 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
+def start_actors(ray: Any, actor_class: type, count: int, *args: Any) -> list[Any]:
+    """``count`` actors of ``actor_class`` (one CPU each), restarted and their calls retried
+    when their worker dies."""
+    remote = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(actor_class)
+    return [remote.remote(*args) for _ in range(count)]
+
+
 def workers(ray: Any) -> int:
     """How many CPUs the cluster has: one actor per CPU."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -112,10 +119,7 @@ class RayEmbedding:
         self.ray = connect(address)
         from ray.util import ActorPool
 
-        remote = self.ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(
-            _Embedder
-        )
-        self.actors = [remote.remote(uri) for _ in range(actors or workers(self.ray))]
+        self.actors = start_actors(self.ray, _Embedder, actors or workers(self.ray), uri)
         self.pool = ActorPool(self.actors)
 
     def __call__(self, batches: list[list[str]]) -> Iterator[Any]:
@@ -188,9 +192,8 @@ def run_eval_cases(
     ray = connect(address)
     from ray.util import ActorPool
 
-    remote = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_CaseRunner)
     count = min(actors or workers(ray), max(1, len(cases)))
-    created = [remote.remote(home, stack, models, metrics) for _ in range(count)]
+    created = start_actors(ray, _CaseRunner, count, home, stack, models, metrics)
     if on_actors is not None:
         on_actors(created)
     pool = ActorPool(created)
@@ -248,8 +251,8 @@ def batch_results(
     ray = connect(address)
     from ray.util import ActorPool
 
-    remote = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_BatchRunner)
-    created = [remote.remote(home, stack) for _ in range(min(actors or workers(ray), len(records)))]
+    count = min(actors or workers(ray), len(records))
+    created = start_actors(ray, _BatchRunner, count, home, stack)
     try:
         yield from ActorPool(created).map_unordered(
             lambda actor, record: actor.run.remote(record.id, record.input), list(records)
