@@ -13,7 +13,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------
-# builder: a wheel for every package the runtime needs; llama-cpp-python is compiled here.
+# builder: a wheel for every package the runtime needs (sdists are built here).
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -23,9 +23,6 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Optional extras of slmops: Postgres metadata, s3:// artifacts, OTLP traces, Redis cache.
 ARG SLMOPS_EXTRAS=postgres,s3,otlp,redis
-# A portable llama.cpp: no -march=native, so the image runs on any x86-64 CPU, not only on
-# one like the build machine's. Pass e.g. "-DGGML_NATIVE=ON" for a host-tuned build.
-ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -40,7 +37,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-# Prebuilt wheels dropped in deploy/docker/wheels/ (e.g. a cached llama-cpp-python wheel)
+# Prebuilt wheels dropped in deploy/docker/wheels/ (e.g. a host-tuned xllamacpp build)
 # are preferred over downloads and source builds; the folder is empty in git.
 COPY deploy/docker/wheels/ /prebuilt/
 COPY pyproject.toml README.md LICENSE ./
@@ -49,14 +46,14 @@ COPY src/ ./src/
 # --use-pep517: sdists without a pyproject.toml (rouge-score) get setuptools and wheel in an
 # isolated build environment, whatever the base image's pip and setuptools are.
 RUN python3 -m venv /opt/build \
-    && CMAKE_ARGS="${CMAKE_ARGS}" /opt/build/bin/pip wheel \
+    && /opt/build/bin/pip wheel \
         --use-pep517 \
         --wheel-dir /wheels \
         --find-links /prebuilt \
         --extra-index-url "${TORCH_INDEX_URL}" \
         "torch==${TORCH_VERSION}+cpu" \
         ".[${SLMOPS_EXTRAS}]" \
-    && ls /wheels/llama_cpp_python-*.whl /wheels/torch-*.whl /wheels/slmops-*.whl
+    && ls /wheels/xllamacpp-*.whl /wheels/torch-*.whl /wheels/slmops-*.whl
 
 # ---------------------------------------------------------------------------------------
 # runtime: slim Python, the wheels installed into /opt/venv, no compiler, non-root user.

@@ -1,9 +1,11 @@
 """Foundation figures, each beside its baseline:
 
-1. chat model load time: slmops' LlamaCppChatModel vs llama_cpp.Llama;
-2. decode tokens/s on the same prompts, each variant in a fresh process: llama-cpp-python's
-   create_completion on the identical prompt text with slmops' settings (the floor) and its
-   create_chat_completion with library defaults, vs slmops' ChatModel.chat and a traced
+1. chat model load time: slmops' LlamaCppChatModel vs llama.cpp's server engine (xllamacpp)
+   started directly with the same settings;
+2. decode tokens/s on the same prompts, each variant in a fresh process: llama.cpp's engine
+   called directly on the identical prompt text with slmops' settings (the floor) and
+   llama-cpp-python's create_chat_completion with library defaults (the ``bench`` extra),
+   vs slmops' ChatModel.chat and a traced
    LLMCall step (target: slmops overhead under 5% against the floor);
 3. per-step overhead of the composition core with tracing (and caching) into a real SQLite
    workspace, against calling the same Python functions directly (target: under 1 ms).
@@ -23,7 +25,7 @@ from collections.abc import Callable
 
 from slmops.core import Chain, Function, LLMCall, Runtime, use_runtime
 from slmops.models import ChatMessage, GenerationParams
-from slmops.models.llamacpp import LlamaCppChatModel, chat_formatter, format_with
+from slmops.models.llamacpp import EngineSettings, LlamaCppChatModel, _start_engine
 from slmops.models.loading import BUILTIN_CHAT_MODELS, shipped_file
 from slmops.store import Workspace
 
@@ -41,24 +43,24 @@ def row(label: str, value: str, baseline: str = "", note: str = "") -> None:
 
 
 def bench_load(path: str, rounds: int) -> None:
-    from llama_cpp import Llama
+    from pathlib import Path
 
     direct, ours = [], []
     for _ in range(rounds):
         started = time.perf_counter()
-        Llama(model_path=path, n_ctx=4096, verbose=False)
+        _start_engine(Path(path), None, EngineSettings(), os.cpu_count() or 1)
         direct.append(time.perf_counter() - started)
         started = time.perf_counter()
         LlamaCppChatModel(path)
         ours.append(time.perf_counter() - started)
     print("\nModel load (SmolLM2-135M Q4_1), median of", rounds)
-    row("", "slmops", "llama-cpp")
+    row("", "slmops", "engine alone")
     row("load time (s)", f"{statistics.median(ours):.3f}", f"{statistics.median(direct):.3f}")
 
 
-FLOOR = "llama-cpp create_completion, same settings"
+FLOOR = "llama.cpp engine directly, same settings"
 VARIANTS = {
-    FLOOR: "floor: identical prompt text and n_threads, one worker thread (as slmops runs)",
+    FLOOR: "floor: identical prompt text, engine settings and threads, no slmops layer",
     "llama-cpp create_chat_completion, defaults": "what a llama-cpp-python user gets by default",
     "slmops ChatModel.chat": "slmops model layer",
     "slmops LLMCall step (traced)": "slmops step: template, validation, tracing to SQLite",
@@ -70,13 +72,13 @@ def _llama_cpp_call(variant: str, path: str, max_tokens: int) -> Callable[[int],
 
     messages = [[ChatMessage(role="user", content=p)] for p in PROMPTS]
     if variant == FLOOR:
-        llm = Llama(model_path=path, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-        formatter = chat_formatter(llm)  # slmops' formatting, without slmops' llama thread
+        model = LlamaCppChatModel(path)  # its prompt formatting and its engine, called raw
+        engine = model._server
 
         def call(i: int) -> int:
-            prompt, stop = format_with(formatter, messages[i])
-            llm.reset()
-            out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stop=stop)
+            prompt, stop = model.format_prompt(messages[i])
+            request = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+            out = engine.handle_completions({**request, "stop": stop, "top_k": 40, "min_p": 0.05})
             return int(out["usage"]["completion_tokens"])
 
         return call
@@ -92,9 +94,9 @@ def _llama_cpp_call(variant: str, path: str, max_tokens: int) -> Callable[[int],
 
 
 def _time_inside_llama(model: LlamaCppChatModel, spent: list[float]) -> None:
-    """Accumulate the seconds spent inside llama-cpp-python's create_completion, so the time
-    slmops adds around it can be measured on the very same calls (immune to machine drift)."""
-    inner = model._llm.create_completion
+    """Accumulate the seconds spent inside llama.cpp's engine, so the time slmops adds around
+    it can be measured on the very same calls (immune to machine drift)."""
+    inner = model._server.handle_completions
 
     def timed(*args: object, **kwargs: object) -> object:
         started = time.perf_counter()
@@ -103,7 +105,15 @@ def _time_inside_llama(model: LlamaCppChatModel, spent: list[float]) -> None:
         finally:
             spent.append(time.perf_counter() - started)
 
-    model._llm.create_completion = timed
+    model._server = _Timed(timed, model._server)
+
+
+class _Timed:
+    """The engine with its handle_completions timed (the binding's methods are read-only)."""
+
+    def __init__(self, timed: Callable[..., object], engine: object) -> None:
+        self.handle_completions = timed
+        self._engine = engine
 
 
 def _slmops_call(

@@ -1,16 +1,21 @@
-"""Serving under load: slmops serve beside llama-cpp-python's own OpenAI server.
+"""Serving under load: slmops serve beside llama-cpp-python's OpenAI server and llama.cpp's
+native server engine.
 
-Both serve the same GGUF (the shipped SmolLM2-135M) on loopback with the same thread count,
-one server at a time (never both at once, so they do not share the CPU). At 1, 4 and 16
+All serve the same GGUF (the shipped SmolLM2-135M) on loopback with the same thread count,
+one server at a time (never two at once, so they do not share the CPU): slmops with its
+default 4 engine slots and with 16, llama_cpp.server (one sequence at a time), and llama.cpp's
+own server engine (xllamacpp's ``Server``, its HTTP listener) with 4 and 16 parallel slots,
+a KV cache per slot as slmops has. For each: seconds from start to ready, resident memory
+after the run. At 1, 4 and 16
 concurrent clients, each client streams chat completions (64 new tokens at most,
 temperature 0) from a fixed prompt list; the figures are requests/s, latency p50/p95, time to
-first token p50 and aggregate tokens/s. Every run is bounded in requests and seconds.
+first token p50/p95 and aggregate tokens/s. Every run is bounded in requests and seconds.
 
 llama_cpp.server runs with ``--interrupt_requests false``: by default a new request cuts the
 one being streamed short, which would make it look faster while dropping answers.
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: llama_cpp.server's dependencies).
-Run: python bench/bench_serve.py [--requests-per-client 3]
+Run: python bench/bench_serve.py [--requests-per-client 3] [--only slmops-4,native-16]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -107,14 +113,65 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], path: str) -> None:
     raise RuntimeError("server did not become ready in 180 s")
 
 
+def resident_mb(pid: int) -> float:
+    """Resident memory of a process and its children (slmops serve runs in one process)."""
+    total = 0
+    for candidate in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+NATIVE = """
+import sys, time, xllamacpp
+p = xllamacpp.CommonParams()
+p.model.path = sys.argv[1]
+slots, port, threads = (int(a) for a in sys.argv[2:5])
+p.n_parallel = slots
+p.n_ctx = 4096 * slots
+p.kv_unified = False
+p.port = port
+p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads
+p.verbosity = -1
+server = xllamacpp.Server(p)
+while True:
+    time.sleep(3600)
+"""
+
+
 def measure(
-    name: str, command: list[str], port: int, model: str, ready: str, per_client: int
+    name: str,
+    command: list[str],
+    port: int,
+    model: str,
+    ready: str,
+    per_client: int,
+    env: dict[str, str] | None = None,
 ) -> dict:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}"
-    figures = {}
+    figures: dict = {}
     try:
         wait_ready(url, process, ready)
+        figures["ready_s"] = time.perf_counter() - started
+        figures["rss_ready"] = resident_mb(process.pid)
         asyncio.run(load(url, model, 1, 1))  # warm up
         for clients in LEVELS:
             wall, samples = asyncio.run(load(url, model, clients, per_client))
@@ -123,10 +180,12 @@ def measure(
                 "p50": statistics.median(s.latency_s for s in samples),
                 "p95": sorted(s.latency_s for s in samples)[math.ceil(0.95 * len(samples)) - 1],
                 "ttft": statistics.median(s.ttft_s for s in samples),
+                "ttft95": sorted(s.ttft_s for s in samples)[math.ceil(0.95 * len(samples)) - 1],
                 "tps": sum(s.tokens for s in samples) / wall,
                 "n": len(samples),
             }
             print(f"  {name}: {clients} clients done", file=sys.stderr)
+        figures["rss_after"] = resident_mb(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -136,65 +195,68 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests-per-client", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated variant names")
     args = parser.parse_args()
     gguf = str(_builtin(BUILTIN_CHAT_MODELS, "smollm2-135m", "chat model"))
-    ours_port, theirs_port = free_port(), free_port()
-    ours = measure(
-        "slmops",
-        [
-            sys.executable,
-            "-m",
-            "slmops.cli.main",
-            "serve",
-            "--port",
-            str(ours_port),
-            "-m",
-            f"gguf:{gguf}",
-            "--max-queue",
-            "64",
-        ],
-        ours_port,
-        f"gguf:{gguf}",
-        "/readyz",
-        args.requests_per_client,
-    )
-    theirs = measure(
-        "llama_cpp.server",
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            gguf,
-            "--port",
-            str(theirs_port),
-            "--n_ctx",
-            "4096",
-            "--n_threads",
-            str(THREADS),
-            "--n_threads_batch",
-            str(THREADS),
-            "--interrupt_requests",
-            "false",
-        ],
-        theirs_port,
-        "smollm2",
-        "/v1/models",
-        args.requests_per_client,
-    )
+
+    def slmops(slots: int) -> tuple:
+        port = free_port()
+        command = [sys.executable, "-m", "slmops.cli.main", "serve", "--port", str(port)]
+        command += ["-m", f"gguf:{gguf}", "--max-queue", "64"]
+        env = {"SLMOPS_LLAMA_SLOTS": str(slots)}
+        return command, port, f"gguf:{gguf}", "/readyz", env
+
+    def native(slots: int) -> tuple:
+        port = free_port()
+        command = [sys.executable, "-c", NATIVE, gguf, str(slots), str(port), str(THREADS)]
+        return command, port, "smollm2", "/health", None
+
+    def llama_cpp_python() -> tuple:
+        port = free_port()
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port)]
+        command += ["--n_ctx", "4096", "--n_threads", str(THREADS)]
+        command += ["--n_threads_batch", str(THREADS), "--interrupt_requests", "false"]
+        return command, port, "smollm2", "/v1/models", None
+
+    variants = {
+        "slmops-4": lambda: slmops(4),
+        "slmops-16": lambda: slmops(16),
+        "llama-cpp-py": llama_cpp_python,
+        "native-4": lambda: native(4),
+        "native-16": lambda: native(16),
+    }
+    chosen = [v for v in args.only.split(",") if v] or list(variants)
+    results = {}
+    for name in chosen:
+        command, port, model, ready, env = variants[name]()
+        results[name] = measure(name, command, port, model, ready, args.requests_per_client, env)
     print(
         f"\nStreaming chat, 64 new tokens at most, {args.requests_per_client} requests per client"
     )
-    print(f"  {'clients':<8}{'':<10}{'req/s':>8}{'p50 s':>8}{'p95 s':>8}{'TTFT s':>8}{'tok/s':>8}")
+    header = f"  {'clients':<8}{'':<13}{'req/s':>7}{'p50 s':>7}{'p95 s':>7}"
+    print(header + f"{'TTFT p50':>9}{'TTFT p95':>9}{'tok/s':>8}")
     for clients in LEVELS:
-        for name, figures in (("slmops", ours), ("llama-cpp", theirs)):
+        for name, figures in results.items():
             f = figures[clients]
             print(
-                f"  {clients:<8}{name:<10}{f['rps']:>8.2f}{f['p50']:>8.2f}{f['p95']:>8.2f}"
-                f"{f['ttft']:>8.2f}{f['tps']:>8.1f}"
+                f"  {clients:<8}{name:<13}{f['rps']:>7.2f}{f['p50']:>7.2f}{f['p95']:>7.2f}"
+                f"{f['ttft']:>9.2f}{f['ttft95']:>9.2f}{f['tps']:>8.1f}"
             )
-    ratio = ours[16]["tps"] / theirs[16]["tps"]
-    print(f"\n  aggregate tokens/s at 16 clients, slmops / llama-cpp: {ratio:.2f} (target >= 1.00)")
+    print(f"\n  {'server':<14}{'ready s':>8}{'RSS ready MB':>14}{'RSS after MB':>14}")
+    for name, figures in results.items():
+        print(
+            f"  {name:<14}{figures['ready_s']:>8.1f}{figures['rss_ready']:>14.0f}"
+            f"{figures['rss_after']:>14.0f}"
+        )
+    for ours in ("slmops-4", "slmops-16"):
+        if ours not in results:
+            continue
+        at16, alone = results[ours][16]["tps"], results[ours][1]["tps"]
+        print(f"\n  {ours}: 16 clients / 1 client aggregate tokens/s: {at16 / alone:.2f} (>= 1.6)")
+        for native_name in ("native-4", "native-16"):
+            if native_name in results:
+                ratio = at16 / results[native_name][16]["tps"]
+                print(f"  {ours} / {native_name} at 16 clients: {ratio:.2f} (target >= 0.95)")
 
 
 if __name__ == "__main__":

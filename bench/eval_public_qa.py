@@ -191,6 +191,11 @@ def main() -> None:
         help="Also time the DROP set at these --concurrency values (e.g. 1 2 4).",
     )
     parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="Skip the answer-mode table: only ingest and time the DROP set (--concurrency).",
+    )
+    parser.add_argument(
         "--sweep-generation",
         action="store_true",
         help="Also run the hybrid mode with other stop strings and max_tokens.",
@@ -228,7 +233,7 @@ def main() -> None:
         header = ["set", "mode", "cases", *(c for c, _ in COLUMNS), "p50 ms"]
         print("".join(f"{h:>12}" for h in header))
         runs: dict[tuple[str, str], str] = {}
-        for dataset, corpus in sets.items():
+        for dataset, corpus in sets.items() if not args.timing_only else ():
             for mode in args.modes:
                 prefix = "handbook" if corpus == "handbook" else "public-qa"
                 stack = mode_stack(ws, f"{prefix}-{mode}", corpus, mode)
@@ -312,7 +317,7 @@ def cell(value: float | None) -> str:
 
 def time_drop(ws: Workspace, stack: Any, runtime: Runtime, concurrency: int) -> None:
     """Wall time of one eval run on the DROP set, and the p50 latency it records, at this
-    concurrency (a local model serves one generation at a time)."""
+    concurrency (llama.cpp's engine decodes up to its slots' worth of cases together)."""
     runner = EvalRun(ws, stack, build_metrics(["hit_rate"], ws.settings.embedder))
     run_id = runner.start("drop-sample", concurrency)
     _, cases = Datasets(ws).cases("drop-sample")

@@ -285,18 +285,19 @@ def test_an_unknown_parameter_is_a_400_not_silently_dropped(client: TestClient) 
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools.0.type"),
+        ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"presence_penalty": -1}, "presence_penalty"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
-        ({"response_format": {"type": "json_object"}}, "response_format.type"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"store": True}, "store"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),
-        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]}, None),
+        ({"messages": [{"role": "function", "content": "42", "name": "f"}]}, None),
         ({"messages": [{"role": "user", "content": "hi", "name": "ann"}]}, "messages.0.name"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
@@ -307,8 +308,9 @@ def test_an_unknown_parameter_is_a_400_not_silently_dropped(client: TestClient) 
 def test_what_the_server_cannot_honour_is_a_400_saying_so(
     client: TestClient, fields: dict[str, Any], param: str | None
 ) -> None:
-    """Tool messages were silently dropped from the conversation; tools, log probabilities,
-    penalties ... were silently ignored."""
+    """Log probabilities, penalties ... were silently ignored. (Tools, tool messages and
+    JSON response formats are served now: tests/serve/test_tool_calls.py and
+    test_structured_outputs.py.)"""
     error = error_of(chat(client, **fields), 400, param=param)
     assert error["code"] in ("unsupported_parameter", "unsupported_value")
     assert "not supported" in error["message"]
@@ -366,9 +368,9 @@ def test_the_official_openai_client_works_end_to_end(client: TestClient) -> None
     assert [len(d.embedding) for d in vectors.data] == [4, 4]
     assert api.completions.create(model=CHAT, prompt="The sky is").choices[0].text
     assert {m.id for m in api.models.list()} == {CHAT, ECHO, ADDER, EMBEDDER}
-    with pytest.raises(openai.BadRequestError, match="tools"):
+    with pytest.raises(openai.BadRequestError, match="tools"):  # a stack calls no tools
         api.chat.completions.create(
-            model=CHAT,
+            model=ECHO,
             messages=HI,
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
         )
@@ -403,7 +405,8 @@ def test_streaming_with_invalid_parameters_is_a_json_400_not_a_stream(client: Te
         ({"max_tokens": -1}, "max_tokens"),
         ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
         ({"stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
-        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": [{"type": "function"}]}, "tools.0.function"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
     ):
         response = chat(client, stream=True, **fields)
         error_of(response, 400, param=param)  # content-type application/json, checked there

@@ -277,7 +277,8 @@ def test_twenty_concurrent_streams_are_complete_and_uncorrupted(served: dict[str
 def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
     workspace = Workspace.open(tmp_path / "ws")
     catalog = build_catalog(workspace, models=[MODEL], stacks=[], embedders=[])
-    config = ServeConfig(max_queue=0)  # one generation at a time, nobody may wait
+    # one generation at a time, nobody may wait
+    config = ServeConfig(max_queue=0, local_concurrency=1)
     with running_server(
         catalog, Runtime.from_workspace(workspace), config, port=free_port()
     ) as url:

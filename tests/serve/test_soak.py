@@ -95,7 +95,8 @@ def test_a_client_that_leaves_the_line_gives_up_its_place(tmp_path: Path) -> Non
     )
     catalog = Catalog(chat_models={"local:slow": model})
     body = {"model": "local:slow", "messages": [{"role": "user", "content": "hi"}]}
-    config = ServeConfig(monitor=None, max_queue=1)  # one may wait; the next gets 429
+    # one at a time, one may wait; the next gets 429
+    config = ServeConfig(monitor=None, max_queue=1, local_concurrency=1)
     try:
         with running_server(
             catalog, Runtime.from_workspace(workspace), config, port=free_port()

@@ -6,10 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from slmops.apps.batch import finished_ids, read_records, run_batch, run_locally
-from slmops.apps.build import build_stack
 from slmops.cli.common import (
     AddressOption,
     ExecutorOption,
@@ -18,7 +15,6 @@ from slmops.cli.common import (
     console,
     open_workspace,
 )
-from slmops.core.runtime import Runtime, use_runtime
 
 
 def batch_command(
@@ -32,6 +28,12 @@ def batch_command(
     """Run a stack over every record of a JSONL file, writing one result line per record
     as it finishes. Run it again after a crash or Ctrl-C: records already in OUTPUT are
     skipped. With --executor ray the records are answered by actors across a cluster."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from slmops.apps.batch import finished_ids, read_records, run_batch, run_locally
+    from slmops.apps.build import build_stack
+    from slmops.core.runtime import Runtime, use_runtime
+
     check_executor(executor)
     records = read_records(source)
     done = finished_ids(output)

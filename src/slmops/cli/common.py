@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from slmops.core.runtime import Runtime
-from slmops.store.workspace import Workspace
+if TYPE_CHECKING:
+    from slmops.core.runtime import Runtime
+    from slmops.store.workspace import Workspace
 
 console = Console()
 error_console = Console(stderr=True)
@@ -48,8 +50,12 @@ def when(seconds: float) -> str:
 
 
 def open_workspace(workspace: Path | None) -> Workspace:
+    from slmops.store.workspace import Workspace
+
     return Workspace.open(workspace)
 
 
 def open_runtime(workspace: Path | None) -> Runtime:
+    from slmops.core.runtime import Runtime
+
     return Runtime.from_workspace(open_workspace(workspace))

@@ -6,20 +6,13 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
+from slmops.cli.choices import DEFAULT_WRITE_WAIT
 from slmops.cli.common import (
     AddressOption,
     ExecutorOption,
@@ -29,21 +22,22 @@ from slmops.cli.common import (
     open_workspace,
     when,
 )
-from slmops.data.corpus import (
-    DEFAULT_WRITE_WAIT,
-    DataError,
-    check_ingest,
-    corpora_for,
-    parse_where,
-)
-from slmops.models.loading import load_embedder
-from slmops.store.workspace import Workspace
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from slmops.store.workspace import Workspace
 
 app = typer.Typer(help="Ingest, search and version document corpora.", no_args_is_help=True)
 
 
 def ingest_with_progress(ws: Workspace, corpus: str, paths: list[Path], **options: Any) -> None:
     """Ingest with a progress bar per stage, then print what changed (or that nothing did)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from slmops.data.corpus import check_ingest, corpora_for
+    from slmops.models.loading import load_embedder
+
     check_ingest(corpus, paths)  # a typo fails now, not after seconds of loading the model
     with console.status("Loading the embedder..."):  # torch + the model: seconds, once
         load_embedder(options.get("embedder") or ws.settings.embedder)
@@ -152,6 +146,8 @@ def search_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Search a corpus version."""
+    from slmops.data.corpus import DataError, corpora_for, parse_where
+
     try:
         filters = parse_where(where)
     except DataError as exc:
@@ -189,6 +185,8 @@ def search_command(
 @app.command("list")
 def list_command(workspace: Path | None = WorkspaceOption) -> None:
     """List corpora with their latest and checked-out versions."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         corpora = corpora_for(ws)
         table = Table("corpus", "latest", "checked out", "chunks", "embedder")
@@ -210,6 +208,8 @@ def log_command(
     corpus: str = typer.Argument(...), workspace: Path | None = WorkspaceOption
 ) -> None:
     """Show a corpus' versions, newest first."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         corpora = corpora_for(ws)
         versions, tags = corpora.log(corpus), corpora.tags(corpus)
@@ -240,6 +240,8 @@ def diff_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Documents and chunks added, removed and changed between two versions."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         diff = corpora_for(ws).diff(corpus, old, new)
     colour = {"added": "green", "removed": "red", "changed": "yellow"}
@@ -260,6 +262,8 @@ def checkout_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Make retrieval use this version by default."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         version = corpora_for(ws).checkout(ref)
     console.print(
@@ -275,6 +279,8 @@ def tag_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Name a version (use it as CORPUS@NAME)."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         corpora_for(ws).tag(corpus, version, name)
     console.print(f"tagged {corpus}@{version} as {name}")
@@ -287,6 +293,8 @@ def export_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Write one corpus version, vectors included, to a single file."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         path = corpora_for(ws).export(ref, output)
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
@@ -301,6 +309,8 @@ def import_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Create a corpus from an exported file."""
+    from slmops.data.corpus import corpora_for
+
     with open_workspace(workspace) as ws:
         version = corpora_for(ws).import_(path, name=name)
     console.print(f"imported {version.corpus}@{version.version}: {version.chunks} chunks")

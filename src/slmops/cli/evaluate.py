@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Column, Table
 
-from slmops.apps.build import build_stack
 from slmops.cli.common import (
     AddressOption,
     ExecutorOption,
@@ -31,26 +21,14 @@ from slmops.cli.common import (
 )
 from slmops.cli.data import ingest_with_progress
 from slmops.cli.stacks import ModelOption, model_overrides
-from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError
-from slmops.eval.calibrate import (
-    apply_threshold,
-    calibration,
-    cite_node,
-    collect,
-    with_check_off,
-)
-from slmops.eval.compare import compare_runs
-from slmops.eval.datasets import Datasets, EvalCase, read_cases
-from slmops.eval.gates import check_gates, check_names, parse_gate
-from slmops.eval.generated import GeneratedDataset, synthesize, write_attacks
-from slmops.eval.metrics import JudgeScore
-from slmops.eval.report import render_report
-from slmops.eval.runner import EvalRun, build_metrics, list_runs, load_run, pin_aliases
-from slmops.eval.squad import read_squad
-from slmops.monitor.feedback import parse_kinds
-from slmops.monitor.trace_data import cases_from_traces
-from slmops.store.names import name_problem
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from slmops.eval.datasets import EvalCase
+    from slmops.eval.generated import GeneratedDataset
+    from slmops.eval.runner import EvalRun
 
 app = typer.Typer(help="Evaluate stacks: test sets, metrics, gates, reports.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Versioned evaluation datasets.", no_args_is_help=True)
@@ -65,6 +43,8 @@ def dataset_add_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Store the cases of a JSONL file as a new dataset version."""
+    from slmops.eval.datasets import Datasets, read_cases
+
     cases = read_cases(file)
     with open_workspace(workspace) as ws:
         version, created = Datasets(ws).add(name, cases, message=message)
@@ -90,6 +70,10 @@ def dataset_from_traces_command(
 ) -> None:
     """Store rated production traces as a dataset version: input, the correction (or an
     answer rated good) as reference, labels as tags, trace and retrieved chunks kept."""
+    from slmops.eval.datasets import Datasets
+    from slmops.monitor.feedback import parse_kinds
+    from slmops.monitor.trace_data import cases_from_traces
+
     kinds = parse_kinds(feedback)
     with open_workspace(workspace) as ws:
         cases, chosen = cases_from_traces(
@@ -109,6 +93,8 @@ def dataset_from_traces_command(
 @dataset_app.command("list")
 def dataset_list_command(workspace: Path | None = WorkspaceOption) -> None:
     """Datasets with their latest version."""
+    from slmops.eval.datasets import Datasets
+
     with open_workspace(workspace) as ws:
         datasets = Datasets(ws)
         latest = [datasets.log(name)[0] for name in datasets.names()]
@@ -127,6 +113,8 @@ def dataset_log_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """A dataset's versions, newest first."""
+    from slmops.eval.datasets import Datasets
+
     with open_workspace(workspace) as ws:
         versions = Datasets(ws).log(name)
     table = Table("version", "cases", "source", "created", "sha256", "message")
@@ -145,6 +133,8 @@ def dataset_show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """The cases of a dataset version."""
+    from slmops.eval.datasets import Datasets
+
     with open_workspace(workspace) as ws:
         version, cases = Datasets(ws).cases(ref)
     if as_json:
@@ -188,6 +178,8 @@ def synth_command(
 ) -> None:
     """Write question/answer/context cases from a corpus with the synth stack and store them
     as a dataset version (the stack is created in the workspace the first time)."""
+    from slmops.eval.generated import synthesize
+
     if n < 1:
         raise typer.BadParameter("--n must be at least 1")
     with (
@@ -212,6 +204,10 @@ def import_squad_command(
     """Import a SQuAD-format set: its paragraphs become a corpus version (the corpus holds
     exactly them; the file is kept in WORKSPACE/imports/CORPUS), its questions a dataset
     version scored against their paragraph."""
+    from slmops.eval.datasets import Datasets
+    from slmops.eval.squad import read_squad
+    from slmops.store.names import name_problem
+
     for kind, value in (("corpus", corpus), ("dataset", dataset)):
         problem = name_problem(kind, value)  # before the paragraphs are written under it
         if problem:
@@ -287,6 +283,15 @@ def _tags_table(by_tag: dict[str, dict[str, Any]]) -> Table:
 
 def cases_progress() -> Progress:
     """The progress bar of a command that runs a stack over a dataset's cases."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -320,6 +325,15 @@ def run_command(
 ) -> None:
     """Run a stack over a dataset, score every case, record the run; exit 1 if a gate fails.
     With --executor ray the cases run on actors across a Ray cluster (not with --judge)."""
+    import asyncio
+
+    from slmops.apps.build import build_stack
+    from slmops.core.runtime import Runtime
+    from slmops.eval.datasets import Datasets
+    from slmops.eval.gates import check_gates, check_names, parse_gate
+    from slmops.eval.metrics import JudgeScore
+    from slmops.eval.runner import EvalRun, build_metrics, load_run, pin_aliases
+
     check_executor(executor)
     if executor == "ray" and judge:
         raise typer.BadParameter("a judge stack runs locally only", param_hint="--executor")
@@ -438,6 +452,8 @@ def _record_on_models(
 ) -> list[str]:
     """An eval of a registry version is tagged on the version (and its training run); an
     eval of a fine-tuned export lands on its training run. Returns what was recorded where."""
+    from slmops.eval.runner import load_run
+
     local = [
         uri for uri in models.values() if uri.startswith(("gguf:", "hf:")) or "+adapter:" in uri
     ]
@@ -479,6 +495,8 @@ def runs_command(
     limit: int = typer.Option(20, "--limit", "-n"), workspace: Path | None = WorkspaceOption
 ) -> None:
     """Recent eval runs."""
+    from slmops.eval.runner import list_runs
+
     with open_workspace(workspace) as ws:
         runs = list_runs(ws, limit)
     if not runs:
@@ -509,6 +527,8 @@ def compare_command(
 ) -> None:
     """Per-metric change from run A to run B with 95% bootstrap intervals, and the cases
     whose verdict flipped."""
+    from slmops.eval.compare import compare_runs
+
     with open_workspace(workspace) as ws:
         result = compare_runs(ws, run_a, run_b)
     a, b = result.run_a, result.run_b
@@ -563,6 +583,8 @@ def redteam_command(
     """Write adversarial cases (prompt injection, jailbreak, off-topic, PII extraction) aimed
     at a stack, with the redteam stack, and store them as a dataset version. Evaluate them with
     slmops eval run TARGET -d TARGET-redteam: attack_success is the share answered."""
+    from slmops.eval.generated import write_attacks
+
     if n < 1:
         raise typer.BadParameter("--n must be at least 1")
     with open_workspace(workspace) as ws, console.status(f"Writing {n} attacks per category..."):
@@ -583,6 +605,9 @@ def report_command(
 ) -> None:
     """Print a run's metrics and write its self-contained HTML report (metrics, distributions,
     comparison, worst cases with their passages and trace ids)."""
+    from slmops.eval.report import render_report
+    from slmops.eval.runner import load_run
+
     with open_workspace(workspace) as ws:
         record = load_run(ws, run)
         page = render_report(ws, record["id"], compare_with=compare, worst=worst)
@@ -618,6 +643,19 @@ def calibrate_command(
 ) -> None:
     """Sweep a refusal threshold of the stack's cite step on a labelled dataset: answer
     quality against refusal correctness at each threshold, and the one to use."""
+    import asyncio
+
+    from slmops.apps.build import build_stack
+    from slmops.core.runtime import Runtime, use_runtime
+    from slmops.eval.calibrate import (
+        apply_threshold,
+        calibration,
+        cite_node,
+        collect,
+        with_check_off,
+    )
+    from slmops.eval.datasets import Datasets
+
     grid = _threshold_list(thresholds)
     with open_workspace(workspace) as ws:
         built = build_stack(stack, ws, models=model_overrides(model))

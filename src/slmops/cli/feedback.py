@@ -10,10 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
-from slmops.monitor.alerts import parse_duration
-from slmops.monitor.feedback import list_feedback, record_feedback
-from slmops.monitor.records import load_records
-from slmops.store.redaction import Redactor
 
 app = typer.Typer(help="Rate answers and read the ratings.", no_args_is_help=True)
 
@@ -31,6 +27,9 @@ def add_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Store one piece of feedback on a traced answer."""
+    from slmops.monitor.feedback import record_feedback
+    from slmops.store.redaction import Redactor
+
     with open_workspace(workspace) as ws:
         settings = ws.settings
         redactor = Redactor.from_settings(settings.redact, settings.redact_patterns)
@@ -79,6 +78,10 @@ def list_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Rated answers, with the question, the answer, its sources and the comment."""
+    from slmops.monitor.alerts import parse_duration
+    from slmops.monitor.feedback import list_feedback
+    from slmops.monitor.records import load_records
+
     start = time.time() - parse_duration(since) if since else None
     with open_workspace(workspace) as ws:
         rows = list_feedback(

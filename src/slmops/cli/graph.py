@@ -5,18 +5,22 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from slmops.cli.common import console
-from slmops.core.graph import Graph
-from slmops.core.step import Step
 from slmops.errors import SlmopsError
+
+if TYPE_CHECKING:
+    from slmops.core.graph import Graph
+    from slmops.core.step import Step
 
 
 def load_step(reference: str) -> Step[Any, Any]:
     """Import ``module:attribute`` (a step, or a function of no arguments returning one)."""
+    from slmops.core.step import Step
+
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise SlmopsError(f"{reference!r} is not of the form 'module:object'")

@@ -6,18 +6,17 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markdown import Markdown
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
 from slmops.errors import ConfigError
-from slmops.registry.promotion import alias_events, promote, rollback
-from slmops.registry.registration import register_run, register_uri
-from slmops.registry.store import ModelRegistry, split_model_ref
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 app = typer.Typer(
     help="The model registry: versions, aliases, model cards, gated promotion.",
@@ -36,6 +35,9 @@ def register_command(
 ) -> None:
     """Register a new version: a copy of a model's weights (checksummed), or a training
     run's export with its lineage. Prints NAME@VERSION."""
+    from slmops.registry.registration import register_run, register_uri
+    from slmops.registry.store import ModelRegistry
+
     if (uri is None) == (from_run is None):
         raise typer.BadParameter("give a model URI or --from-run RUN (one of them)")
     with open_workspace(workspace) as ws:
@@ -56,6 +58,8 @@ def register_command(
 @app.command("list")
 def list_command(workspace: Path | None = WorkspaceOption) -> None:
     """Registered models: latest version and aliases."""
+    from slmops.registry.store import ModelRegistry
+
     with open_workspace(workspace) as ws:
         registry = ModelRegistry(ws)
         rows = []
@@ -85,6 +89,9 @@ def log_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """A model's versions and the audit log of its aliases."""
+    from slmops.registry.promotion import alias_events
+    from slmops.registry.store import ModelRegistry
+
     with open_workspace(workspace) as ws:
         registry = ModelRegistry(ws)
         versions = registry.versions(name)
@@ -140,6 +147,10 @@ def show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """One version: weights, lineage, aliases, evaluations and its model card."""
+    from rich.markdown import Markdown
+
+    from slmops.registry.store import ModelRegistry
+
     with open_workspace(workspace) as ws:
         version = ModelRegistry(ws).resolve(ref)
     console.print(
@@ -173,6 +184,8 @@ def card_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Print, edit or replace a version's model card (kept with the version, in MLflow)."""
+    from slmops.registry.store import ModelRegistry
+
     with open_workspace(workspace) as ws:
         registry = ModelRegistry(ws)
         version = registry.resolve(ref)
@@ -223,6 +236,11 @@ def promote_command(
 ) -> None:
     """Evaluate the candidate (and the alias' holder), check the gates, and move the alias
     only if every gate passes. Exit 1 when a gate fails (the alias is left untouched)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from slmops.registry.promotion import promote
+    from slmops.registry.store import ModelRegistry
+
     bar = Progress(
         TextColumn("eval {task.description}"),
         BarColumn(),
@@ -278,6 +296,9 @@ def rollback_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Move an alias back to the version it pointed at before its last promotion."""
+    from slmops.registry.promotion import rollback
+    from slmops.registry.store import ModelRegistry, split_model_ref
+
     name, _ = split_model_ref(name)
     with open_workspace(workspace) as ws:
         was, now = rollback(ws, ModelRegistry(ws), name=name, alias=alias, reason=reason)

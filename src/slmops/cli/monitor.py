@@ -8,34 +8,25 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from slmops.cli.common import WorkspaceOption, console, open_runtime, open_workspace, when
-from slmops.core.runtime import use_runtime
 from slmops.errors import ConfigError
-from slmops.models.loading import load_embedder
-from slmops.monitor.alerts import (
-    Notifier,
-    add_rule,
-    evaluate_rules,
-    format_duration,
-    list_events,
-    list_rules,
-    parse_duration,
-    remove_rule,
-)
-from slmops.monitor.figures import BASE_FIGURES, window_figures, windows
-from slmops.monitor.online import ONLINE_METRICS, score_traces
-from slmops.monitor.retention import prune_traces
-from slmops.monitor.shifts import DRIFT_FIGURES, drift_report
-from slmops.serve.monitoring import figure_of
 
 app = typer.Typer(
     help="Watch live traffic: quality, refusals, latency, drift, alerts.", no_args_is_help=True
 )
 
-KNOWN_FIGURES = [*BASE_FIGURES, *ONLINE_METRICS, "judge", *DRIFT_FIGURES]
+
+def known_figures() -> list[str]:
+    """Every figure an alert rule can watch (imports the monitor's figure modules)."""
+    from slmops.monitor.figures import BASE_FIGURES
+    from slmops.monitor.online import ONLINE_METRICS
+    from slmops.monitor.shifts import DRIFT_FIGURES
+
+    return [*BASE_FIGURES, *ONLINE_METRICS, "judge", *DRIFT_FIGURES]
+
+
 _SPARK = "▁▂▃▄▅▆▇█"
 
 _COLUMNS: list[tuple[str, str, str]] = [  # figure, header, format
@@ -70,6 +61,8 @@ def sparkline(values: list[float | None]) -> str:
 
 
 def _embedder(workspace: Any) -> Any:
+    from slmops.models.loading import load_embedder
+
     return load_embedder(workspace.settings.embedder).embed
 
 
@@ -89,6 +82,9 @@ def show_command(
 ) -> None:
     """Figures per window (traffic, errors, refusals, latency, tokens, relevance, online
     scores, feedback) with a sparkline per figure, and drift of the newest window."""
+    from slmops.monitor.alerts import parse_duration
+    from slmops.monitor.figures import window_figures, windows
+
     step, span = parse_duration(window), parse_duration(last)
     if step <= 0:
         raise ConfigError(f"--window {window} must be longer than 0s")
@@ -120,6 +116,9 @@ def show_command(
 
 
 def _print_drift(ws: Any, stack: str, current: tuple[float, float], baseline: str) -> None:
+    from slmops.monitor.alerts import parse_duration
+    from slmops.monitor.shifts import drift_report
+
     start, end = current
     against_corpus = baseline == "corpus"
     if baseline in ("previous", "corpus"):
@@ -168,7 +167,12 @@ def score_command(
 ) -> None:
     """Score stored traces with the online metrics (the server scores a share of live ones
     itself): a backfill, or a judge that must not share the serving model."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from slmops.apps.build import build_stack
+    from slmops.core.runtime import use_runtime
+    from slmops.monitor.alerts import parse_duration
+    from slmops.monitor.online import score_traces
 
     start = time.time() - parse_duration(since) if since else None
     runtime = open_runtime(workspace)
@@ -205,8 +209,10 @@ def add_rule_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Add an alert rule; the server (or 'slmops monitor check') evaluates it."""
+    from slmops.monitor.alerts import add_rule, format_duration, list_rules
+
     with open_workspace(workspace) as ws:
-        rule_id = add_rule(ws.engine, stack, expression, notify, KNOWN_FIGURES)
+        rule_id = add_rule(ws.engine, stack, expression, notify, known_figures())
         rule = next(r for r in list_rules(ws.engine) if r["id"] == rule_id)
     console.print(
         f"rule {rule_id}: {rule['figure']} {rule['op']} {rule['threshold']:g} "
@@ -221,6 +227,8 @@ def rules_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Alert rules and their state."""
+    from slmops.monitor.alerts import list_rules
+
     with open_workspace(workspace) as ws:
         rows = list_rules(ws.engine, stack)
     if not rows:
@@ -245,6 +253,8 @@ def remove_rule_command(
     rule_id: int = typer.Argument(...), workspace: Path | None = WorkspaceOption
 ) -> None:
     """Delete an alert rule (and its events)."""
+    from slmops.monitor.alerts import remove_rule
+
     with open_workspace(workspace) as ws:
         remove_rule(ws.engine, rule_id)
     console.print(f"rule {rule_id} removed")
@@ -257,6 +267,8 @@ def events_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Alert events (firing and resolved), newest first, with their deliveries."""
+    from slmops.monitor.alerts import list_events
+
     with open_workspace(workspace) as ws:
         rows = list_events(ws.engine, stack=stack, limit=limit)
     if not rows:
@@ -285,6 +297,10 @@ def check_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Evaluate every alert rule now (the server does this on its own every 30 s)."""
+    from slmops.monitor.alerts import Notifier, evaluate_rules, list_rules
+    from slmops.monitor.shifts import DRIFT_FIGURES
+    from slmops.serve.monitoring import figure_of
+
     if watch is not None and watch <= 0:
         raise ConfigError("--watch needs a number of seconds above 0")
     with open_workspace(workspace) as ws:
@@ -317,6 +333,9 @@ def prune_command(
 ) -> None:
     """Retention: delete old traces (spans, online scores), keeping hourly aggregates so the
     monitor's figures for those hours stay; feedback is kept."""
+    from slmops.monitor.alerts import parse_duration
+    from slmops.monitor.retention import prune_traces
+
     days = parse_duration(older_than) / 86400
     with open_workspace(workspace) as ws:
         result = prune_traces(ws.engine, older_than_days=days, stack=stack, dry_run=dry_run)

@@ -6,13 +6,13 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from slmops.cli.choices import PIPELINE_TEMPLATES
 from slmops.cli.common import (
     AddressOption,
     ExecutorOption,
@@ -25,14 +25,13 @@ from slmops.cli.common import (
 )
 from slmops.cli.graph import write_graph
 from slmops.errors import SlmopsError
-from slmops.pipelines.graph import pipeline_graph
-from slmops.pipelines.ops import OPERATIONS
-from slmops.pipelines.records import PipelineRecords, RunRecord
-from slmops.pipelines.runner import PipelineRunner, RunOutcome, StepEvent
-from slmops.pipelines.schedule import Scheduler, Trigger, crontab_line
-from slmops.pipelines.spec import PipelineSpec, find_pipeline, load_pipeline
-from slmops.pipelines.templates import PIPELINE_TEMPLATES, init_pipeline
-from slmops.store.workspace import Workspace
+
+if TYPE_CHECKING:
+    from slmops.pipelines.records import RunRecord
+    from slmops.pipelines.runner import RunOutcome, StepEvent
+    from slmops.pipelines.schedule import Trigger
+    from slmops.pipelines.spec import PipelineSpec
+    from slmops.store.workspace import Workspace
 
 app = typer.Typer(
     help="Chain lifecycle steps into declared pipelines: cached, resumable, scheduled.",
@@ -64,6 +63,8 @@ def _roots(ws: Workspace) -> list[Path]:
 
 
 def _load(ws: Workspace, ref: str) -> PipelineSpec:
+    from slmops.pipelines.spec import find_pipeline, load_pipeline
+
     return load_pipeline(find_pipeline(ref, _roots(ws)))
 
 
@@ -132,6 +133,11 @@ def _execute(
     executor: str = "local",
     address: str | None = None,
 ) -> RunOutcome:
+    from rich.live import Live
+
+    from slmops.pipelines.records import PipelineRecords
+    from slmops.pipelines.runner import PipelineRunner
+
     view = _View(spec)
     runner = PipelineRunner(
         ws, on_event=view.event, on_progress=view.progress, executor=executor, address=address
@@ -185,6 +191,8 @@ def init_command(
     docs: str = typer.Option("docs", "--docs", help="The documents folder it ingests."),
 ) -> None:
     """Write a pipeline.toml from a template (ingest -> synth -> eval, with gates)."""
+    from slmops.pipelines.templates import init_pipeline
+
     spec = init_pipeline(name, template, directory, corpus=corpus, stack=stack, docs=docs)
     console.print(f"Created pipeline [bold]{name}[/] in {spec.source}: {' -> '.join(spec.order)}")
     console.print(f"Next: slmops pipeline run {name}   (see it: slmops pipeline graph {name})")
@@ -203,6 +211,9 @@ def run_command(
     """Run a pipeline: steps whose inputs did not change are reused (cached); a failed step or
     gate stops what depends on it (--executor ray: each step a Ray task). Exit 1 when the run
     fails."""
+    from slmops.pipelines.records import PipelineRecords
+    from slmops.pipelines.spec import PipelineSpec
+
     check_executor(executor)
     with open_workspace(workspace) as ws:
         spec = _load(ws, pipeline)
@@ -232,6 +243,8 @@ def runs_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Recent pipeline runs."""
+    from slmops.pipelines.records import PipelineRecords
+
     with open_workspace(workspace) as ws:
         runs = PipelineRecords(ws).list(pipeline, limit)
     if not runs:
@@ -296,6 +309,8 @@ def show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """One run: each step's state, timing, produced versions and gate results."""
+    from slmops.pipelines.records import PipelineRecords
+
     with open_workspace(workspace) as ws:
         record = PipelineRecords(ws).load(run)
     _show_run(record)
@@ -311,6 +326,9 @@ def graph_command(
 ) -> None:
     """Draw the pipeline's steps and what flows between them (solid: outputs used; dashed:
     only ordered), optionally coloured by a run."""
+    from slmops.pipelines.graph import pipeline_graph
+    from slmops.pipelines.records import PipelineRecords
+
     with open_workspace(workspace) as ws:
         spec = _load(ws, pipeline)
         record = PipelineRecords(ws).load(run) if run else None
@@ -320,6 +338,8 @@ def graph_command(
 @app.command("ops")
 def ops_command() -> None:
     """The operations a step can run, and their parameters."""
+    from slmops.pipelines.ops import OPERATIONS
+
     table = Table("op", "parameters", "what it does")
     for name, op in OPERATIONS.items():
         fields = ", ".join(
@@ -345,6 +365,9 @@ def schedule_command(
 ) -> None:
     """Run the pipeline on its cron schedule and whenever a watched path or corpus changes
     (one run at a time), until stopped; or print the crontab line that does the same."""
+    from slmops.pipelines.schedule import Scheduler, crontab_line
+    from slmops.pipelines.spec import load_pipeline
+
     with open_workspace(workspace) as ws:
         spec = _load(ws, pipeline)
         if crontab:

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.errors import SlmopsError
-from slmops.prompts.registry import PromptRegistry
 
 app = typer.Typer(help="Version prompt templates (Jinja2).", no_args_is_help=True)
 
@@ -33,6 +31,8 @@ def add_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Store a new version of a prompt (nothing happens if it is unchanged)."""
+    from slmops.prompts.registry import PromptRegistry
+
     text = _read(template, "template")
     system_text = _read(system, "system prompt") if system else None
     with open_workspace(workspace) as ws:
@@ -48,6 +48,8 @@ def add_command(
 @app.command("list")
 def list_command(workspace: Path | None = WorkspaceOption) -> None:
     """List prompts with their latest version."""
+    from slmops.prompts.registry import PromptRegistry
+
     with open_workspace(workspace) as ws:
         registry = PromptRegistry(ws)
         table = Table("prompt", "latest", "variables", "tags")
@@ -65,6 +67,8 @@ def list_command(workspace: Path | None = WorkspaceOption) -> None:
 @app.command("log")
 def log_command(name: str = typer.Argument(...), workspace: Path | None = WorkspaceOption) -> None:
     """Show a prompt's versions, newest first."""
+    from slmops.prompts.registry import PromptRegistry
+
     with open_workspace(workspace) as ws:
         registry = PromptRegistry(ws)
         versions, tags = registry.log(name), registry.tags(name)
@@ -86,6 +90,10 @@ def show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Print one version of a prompt."""
+    from rich.syntax import Syntax
+
+    from slmops.prompts.registry import PromptRegistry
+
     with open_workspace(workspace) as ws:
         version = PromptRegistry(ws).get(ref)
     console.print(f"[bold]{version.ref}[/] {escape(version.message)}")
@@ -104,6 +112,8 @@ def export_command(
 ) -> None:
     """Write a version's template (NAME.j2) and system prompt (NAME.system.j2) as files to
     edit; store the edit with: slmops prompt add NAME NAME.j2 --system NAME.system.j2."""
+    from slmops.prompts.registry import PromptRegistry
+
     with open_workspace(workspace) as ws:
         version = PromptRegistry(ws).get(ref)
     try:
@@ -126,6 +136,10 @@ def diff_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """A unified diff between two versions."""
+    from rich.syntax import Syntax
+
+    from slmops.prompts.registry import PromptRegistry
+
     with open_workspace(workspace) as ws:
         text = PromptRegistry(ws).diff(name, old, new)
     console.print(Syntax(text or "(identical)", "diff", word_wrap=True))
@@ -139,6 +153,8 @@ def tag_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Name a version (use it as NAME@TAG); an existing tag moves."""
+    from slmops.prompts.registry import PromptRegistry
+
     with open_workspace(workspace) as ws:
         PromptRegistry(ws).tag(name, version, tag)
     console.print(f"tagged {name}@{version} as {tag}")

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import typer
 
-from slmops.apps.build import build_stack
-from slmops.apps.quickstart import bundled_docs
-from slmops.apps.templates import DEFAULT_MODEL
+from slmops.cli.choices import DEFAULT_MODEL
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.cli.stacks import ensure_stack, print_output, print_versions
-from slmops.core.runtime import Runtime, use_runtime
-from slmops.data.corpus import corpora_for
-from slmops.models.loading import load_embedder
 
 QUICKSTART_QUESTION = "How do I version a prompt?"
 QUICKSTART_CORPUS = "handbook"
@@ -40,6 +35,12 @@ def quickstart_command(
 ) -> None:
     """Build the RAG quickstart on the shipped models and answer a question about the
     bundled slmops handbook, with sources, versions and the trace id."""
+    from slmops.apps.build import build_stack
+    from slmops.apps.quickstart import bundled_docs
+    from slmops.core.runtime import Runtime, use_runtime
+    from slmops.data.corpus import corpora_for
+    from slmops.models.loading import load_embedder
+
     with open_workspace(workspace) as ws:
         with console.status("Loading the embedder and ingesting the bundled handbook..."):
             load_embedder(ws.settings.embedder)

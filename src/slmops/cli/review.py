@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.markup import escape
@@ -20,22 +20,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
-from sqlalchemy import Engine
 
+from slmops.cli.choices import FEEDBACK_KINDS
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
 from slmops.cli.trace import _span_label  # private, but the one way a span is rendered
 from slmops.errors import SlmopsError
-from slmops.monitor.alerts import parse_duration
-from slmops.monitor.feedback import KINDS, FeedbackError, parse_kinds
-from slmops.monitor.records import TraceRecord, load_records
-from slmops.monitor.review import (
-    Verdict,
-    parse_labels,
-    record_review,
-    review_queue,
-    reviewed_traces,
-)
-from slmops.store.redaction import Redactor
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from slmops.monitor.records import TraceRecord
+    from slmops.monitor.review import Verdict
 
 app = typer.Typer(
     help="Review a sample of live answers: label, correct or approve them.",
@@ -116,6 +111,9 @@ def _verdict() -> Verdict:
 
 
 def _labels() -> list[str] | None:
+    from slmops.monitor.feedback import FeedbackError
+    from slmops.monitor.review import parse_labels
+
     while True:
         text = _ask("Labels, comma-separated (empty cancels): ")
         if not text.strip():
@@ -134,6 +132,9 @@ def review_one(
     redact: Callable[[str], str] | None,
 ) -> Outcome:
     """Ask for one key until a review is stored, the trace skipped or the session quit."""
+    from slmops.monitor.feedback import FeedbackError
+    from slmops.monitor.review import record_review
+
     while True:
         key = _ask(KEYS + "  ").strip().lower()
         verdict: Verdict | None = None
@@ -184,6 +185,8 @@ def review_one(
 
 
 def _ago(text: str | None, option: str, now: float) -> float | None:
+    from slmops.monitor.alerts import parse_duration
+
     if text is None:
         return None
     try:
@@ -209,7 +212,7 @@ def review_command(
         [],
         "--feedback",
         "-f",
-        help=f"Only traces with feedback of this kind ({', '.join(KINDS)}), not counting "
+        help=f"Only traces with feedback of this kind ({', '.join(FEEDBACK_KINDS)}), not counting "
         "this queue's own reviews; repeatable.",
     ),
     max_support: float | None = typer.Option(
@@ -233,6 +236,11 @@ def review_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Review a sample of a stack's answers, one key each; rerun to continue."""
+    from slmops.monitor.feedback import FeedbackError, parse_kinds
+    from slmops.monitor.records import load_records
+    from slmops.monitor.review import review_queue, reviewed_traces
+    from slmops.store.redaction import Redactor
+
     now = time.time()
     try:
         kinds = parse_kinds(feedback)

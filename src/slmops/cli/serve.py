@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
-import uvicorn
 
 from slmops.cli.common import WorkspaceOption, open_workspace
-from slmops.core.runtime import Runtime
 from slmops.errors import ConfigError
-from slmops.serve.app import ServeConfig, create_app
-from slmops.serve.following import parse_canary, parse_shadow
-from slmops.serve.logs import configure_json_logging
-from slmops.serve.monitoring import MonitorConfig
-from slmops.serve.server import build_catalog, read_keys_file, uvicorn_config
-from slmops.ui import create_console
 
 log = logging.getLogger("slmops.serve")
 
@@ -32,6 +25,18 @@ def serve_command(
     ),
     keys_file: Path | None = typer.Option(None, help="File of API keys, one per line."),
     max_queue: int = typer.Option(32, help="Requests that may wait for the model; then 429."),
+    parallel: int | None = typer.Option(
+        None,
+        min=1,
+        max=64,
+        help="Generations a local GGUF model decodes together (its llama.cpp slots); "
+        "default: $SLMOPS_LLAMA_SLOTS or 4.",
+    ),
+    prefix_reuse: bool = typer.Option(
+        True,
+        "--prefix-reuse/--no-prefix-reuse",
+        help="Reuse the KV cache of a prompt's shared prefix (answers stay the same).",
+    ),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest request body accepted."),
     max_tokens: int = typer.Option(2048, help="Largest max_tokens a request may ask for."),
     cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin."),
@@ -58,6 +63,16 @@ def serve_command(
 ) -> None:
     """Serve models and app stacks over the OpenAI API (chat, completions, embeddings), with
     POST /v1/feedback and the monitor."""
+    import uvicorn
+
+    from slmops.core.runtime import Runtime
+    from slmops.serve.app import ServeConfig, create_app
+    from slmops.serve.following import parse_canary, parse_shadow
+    from slmops.serve.logs import configure_json_logging
+    from slmops.serve.monitoring import MonitorConfig
+    from slmops.serve.server import build_catalog, read_keys_file, uvicorn_config
+    from slmops.ui import create_console
+
     if not (model or stack or embedder):
         model, embedder = ["local:smollm2-135m"], ["local:all-minilm-l6-v2"]
     keys = [*api_key, *(read_keys_file(keys_file) if keys_file else [])]
@@ -73,6 +88,11 @@ def serve_command(
         raise ConfigError("--ui with --cors-origin needs an API key: other sites could read it")
     challenger = parse_canary(canary) if canary else None
     shadowing = parse_shadow(shadow) if shadow else None
+    # The engine reads its layout from the environment when a model loads (build_catalog).
+    if parallel is not None:
+        os.environ["SLMOPS_LLAMA_SLOTS"] = str(parallel)
+    if not prefix_reuse:
+        os.environ["SLMOPS_PREFIX_REUSE"] = "0"
     ws = open_workspace(workspace)
     catalog = build_catalog(
         ws,
@@ -86,6 +106,7 @@ def serve_command(
     config = ServeConfig(
         api_keys=tuple(keys),
         max_queue=max_queue,
+        local_concurrency=parallel,
         max_body_bytes=max_body_bytes,
         max_tokens_limit=max_tokens,
         default_max_tokens=min(256, max_tokens),

@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import BaseModel
-from rich.json import JSON
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from slmops.apps.build import build_stack
-from slmops.apps.citations import SourcedAnswer
-from slmops.apps.discovery import list_stacks, stack_roots
-from slmops.apps.lock import write_lock
-from slmops.apps.manifest import load_manifest
-from slmops.apps.stack import Stack, parse_stack_input, to_plain
-from slmops.apps.templates import (
-    DEFAULT_ANSWER_MODE,
-    DEFAULT_MODEL,
-    TEMPLATES,
-    ensure_workspace_stack,
-    init_stack,
-)
+from slmops.cli.choices import DEFAULT_ANSWER_MODE, DEFAULT_MODEL, TEMPLATES
 from slmops.cli.common import WorkspaceOption, console, open_workspace
-from slmops.core.runtime import Runtime, use_runtime
 from slmops.errors import ConfigError, GraphRenderError
-from slmops.store.workspace import Workspace
+
+if TYPE_CHECKING:
+    from slmops.apps.citations import SourcedAnswer
+    from slmops.apps.stack import Stack
+    from slmops.store.workspace import Workspace
 
 app = typer.Typer(help="List, draw and lock app stacks.", no_args_is_help=True)
 
@@ -61,6 +49,8 @@ def init_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Write a working app stack from a template and register its prompts."""
+    from slmops.apps.templates import init_stack
+
     with open_workspace(workspace) as ws:
         created = init_stack(
             name, template, ws, directory=directory, corpus=corpus, model=model, answer=answer
@@ -87,6 +77,8 @@ def init_command(
 
 def ensure_stack(ws: Workspace, name: str, template: str, **values: str) -> None:
     """Write a workspace stack from a template the first time a command needs it."""
+    from slmops.apps.templates import ensure_workspace_stack
+
     created = ensure_workspace_stack(name, template, ws, **values)
     if created is not None:
         console.print(f"Created stack [bold]{name}[/] in {created.path.parent.parent}")
@@ -119,6 +111,12 @@ def print_sources(answer: SourcedAnswer) -> None:
 
 
 def print_output(output: Any, title: str) -> None:
+    from pydantic import BaseModel
+    from rich.json import JSON
+
+    from slmops.apps.citations import SourcedAnswer
+    from slmops.apps.stack import to_plain
+
     if isinstance(output, SourcedAnswer):
         style = "yellow" if output.refused else "green"
         how = "the passages' own sentences" if output.extracted else None
@@ -168,6 +166,8 @@ def setting_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _build(ref: str, ws: Workspace, no_lock: bool, models: list[str], settings: list[str]) -> Stack:
+    from slmops.apps.build import build_stack
+
     overrides = model_overrides(models)
     with console.status(f"Building stack {ref}..."):
         return build_stack(
@@ -185,6 +185,9 @@ def run_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Run a stack once on an input; print its output, sources, versions and trace id."""
+    from slmops.apps.stack import parse_stack_input, to_plain
+    from slmops.core.runtime import Runtime, use_runtime
+
     value = parse_stack_input(input_text)
     with open_workspace(workspace) as ws:
         built = _build(stack, ws, no_lock, model, setting)
@@ -209,6 +212,11 @@ def chat_command(
 ) -> None:
     """Chat with a stack in the terminal: answers stream as they are generated, with their
     sources. Ctrl-D or /exit ends the chat."""
+    import asyncio
+
+    from slmops.apps.citations import SourcedAnswer
+    from slmops.core.runtime import Runtime, use_runtime
+
     with open_workspace(workspace) as ws:
         built = _build(stack, ws, no_lock, model, setting)
         runtime = Runtime.from_workspace(ws)
@@ -248,6 +256,9 @@ def chat_command(
 
 
 async def _stream_turn(stack: Stack, value: dict[str, Any]) -> tuple[Any, str]:
+    from slmops.apps.citations import SourcedAnswer
+    from slmops.apps.stack import to_plain
+
     finished: list[tuple[Any, str]] = []
     console.print("[bold green]bot>[/] ", end="")
     streamed = False
@@ -273,6 +284,8 @@ async def _stream_turn(stack: Stack, value: dict[str, Any]) -> tuple[Any, str]:
 @app.command("list")
 def list_command(workspace: Path | None = WorkspaceOption) -> None:
     """Stacks in the current directory and in the workspace's stacks/ folder."""
+    from slmops.apps.discovery import list_stacks, stack_roots
+
     with open_workspace(workspace) as ws:
         found = list_stacks(stack_roots(ws))
     if not found:
@@ -306,6 +319,8 @@ def graph_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Draw a stack and the stacks inside it (Mermaid text, or an image with --out)."""
+    from slmops.apps.build import build_stack
+
     with open_workspace(workspace) as ws:
         graph = build_stack(stack, ws, use_lock=not no_lock).graph()
     if out is None:
@@ -324,6 +339,9 @@ def lock_command(
 ) -> None:
     """Pin every corpus and prompt reference of a stack (and of the stacks it uses) to the
     versions they name now, in slmops.lock beside each manifest."""
+    from slmops.apps.build import build_stack
+    from slmops.apps.lock import write_lock
+
     with open_workspace(workspace) as ws:
         built = build_stack(stack, ws, use_lock=False)
         for member in _stacks_in(built):
@@ -337,6 +355,8 @@ def lock_command(
 
 def _stacks_in(stack: Stack) -> list[Stack]:
     """The stack and every stack nested in it, each once."""
+    from slmops.apps.stack import Stack
+
     found: dict[Path, Stack] = {}
     pending: list[Any] = [stack]
     while pending:
@@ -353,6 +373,9 @@ def show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Print a stack's manifest and what its references resolve to now."""
+    from slmops.apps.build import build_stack
+    from slmops.apps.manifest import load_manifest
+
     with open_workspace(workspace) as ws:
         built = build_stack(stack, ws)
     loaded = load_manifest(built.manifest.path)

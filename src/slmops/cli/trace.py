@@ -12,7 +12,6 @@ from rich.table import Table
 from rich.tree import Tree
 
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
-from slmops.store.traces import get_trace, list_traces
 
 app = typer.Typer(help="Inspect stored run traces.", no_args_is_help=True)
 
@@ -45,6 +44,8 @@ def list_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """List the newest traces."""
+    from slmops.store.traces import list_traces
+
     with open_workspace(workspace) as ws:
         rows = list_traces(ws.engine, limit=limit, status="error" if errors_only else None)
     if not rows:
@@ -102,6 +103,8 @@ def show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Show one trace as a tree of spans."""
+    from slmops.store.traces import get_trace
+
     with open_workspace(workspace) as ws:
         trace, spans = get_trace(ws.engine, trace_id)
     if as_json:

@@ -2,47 +2,68 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from slmops.apps.build import build_stack
+from slmops.cli.choices import FORMATS
 from slmops.cli.common import WorkspaceOption, console, open_workspace, when
-from slmops.core.runtime import Runtime, use_runtime
-from slmops.core.tracing import Tracer
 from slmops.errors import ConfigError
-from slmops.monitor.feedback import parse_kinds
-from slmops.monitor.trace_data import training_choice
-from slmops.train.args import LoraArgs, TrainArgs, check_args
-from slmops.train.checkpoints import TrainState
-from slmops.train.datasets import TrainDatasets, read_examples
-from slmops.train.export import FORMATS, RunExporter
-from slmops.train.runs import Training, read_run_file, run_dir, state_of
-from slmops.train.sources import BuiltExamples, examples_from_eval_dataset, examples_from_traces
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from slmops.train.checkpoints import TrainState
+    from slmops.train.sources import BuiltExamples
 
 app = typer.Typer(help="Fine-tune models: training data, runs, exports.", no_args_is_help=True)
 
-_HELP = {
-    name: field.description or ""
-    for name, field in {**TrainArgs.model_fields, **LoraArgs.model_fields}.items()
-}
+
+def _field_help() -> dict[str, str]:
+    """The description of each field of TrainArgs and LoraArgs, which the options' help repeats.
+
+    Pydantic makes those descriptions from the fields' docstrings; reading the docstrings
+    from slmops/train/args.py's syntax tree the same way (the text that follows each
+    annotated field, cleaned like inspect.cleandoc) gives the same text without importing
+    pydantic and building the models whenever ``slmops`` starts. tests/cli/test_startup.py
+    checks that both agree. Without the source file (a compiled-only install) the models are
+    asked."""
+    import ast
+    import inspect
+
+    source = Path(__file__).parents[1] / "train" / "args.py"
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        from slmops.train.args import LoraArgs, TrainArgs
+
+        fields = {**TrainArgs.model_fields, **LoraArgs.model_fields}
+        return {name: field.description or "" for name, field in fields.items()}
+    found: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in ("TrainArgs", "LoraArgs"):
+            docs = found.setdefault(node.name, {})
+            for field, after in zip(node.body, [*node.body[1:], None], strict=True):
+                if not (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)):
+                    continue
+                docs[field.target.id] = ""  # pydantic: a field without a docstring has none
+                if (
+                    isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)
+                ):
+                    docs[field.target.id] = inspect.cleandoc(after.value.value)
+    return {**found.get("TrainArgs", {}), **found.get("LoraArgs", {})}
+
+
+_HELP = _field_help()
 
 
 @app.command("data")
@@ -81,6 +102,16 @@ def data_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Store a version of fine-tuning examples, split by example id into train and held-out."""
+    import asyncio
+
+    from slmops.apps.build import build_stack
+    from slmops.core.runtime import Runtime, use_runtime
+    from slmops.core.tracing import Tracer
+    from slmops.monitor.feedback import parse_kinds
+    from slmops.monitor.trace_data import training_choice
+    from slmops.train.datasets import TrainDatasets, read_examples
+    from slmops.train.sources import BuiltExamples, examples_from_eval_dataset, examples_from_traces
+
     sources = [s for s in (file, from_dataset, from_traces) if s is not None]
     if len(sources) != 1:
         raise typer.BadParameter("give exactly one of --file, --from-dataset, --from-traces")
@@ -148,6 +179,8 @@ def data_command(
 @app.command("datasets")
 def datasets_command(workspace: Path | None = WorkspaceOption) -> None:
     """Training datasets with their versions."""
+    from slmops.train.datasets import TrainDatasets
+
     with open_workspace(workspace) as ws:
         datasets = TrainDatasets(ws)
         versions = [v for name in datasets.names() for v in datasets.log(name)]
@@ -176,6 +209,8 @@ def examples_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """The examples of a training dataset version, as the model will see them."""
+    from slmops.train.datasets import TrainDatasets
+
     with open_workspace(workspace) as ws:
         version, examples = TrainDatasets(ws).examples(ref)
     if as_json:
@@ -202,6 +237,8 @@ def examples_command(
 
 
 def _bar(label: str) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn(f"{label:<10}"),
         BarColumn(),
@@ -216,6 +253,15 @@ class _RichProgress:
     """Training progress as a Rich bar: step, loss, tokens/s and time left."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -308,6 +354,9 @@ def run_command(
 ) -> None:
     """Fine-tune a base model on a training dataset (LoRA by default), tracked in MLflow.
     Ctrl-C stops after the current step with a checkpoint; --resume continues it."""
+    from slmops.train.args import check_args
+    from slmops.train.runs import Training
+
     progress = _RichProgress()
     with open_workspace(workspace) as ws, _StopOnSignal() as stop:
         training = Training(ws)
@@ -370,6 +419,8 @@ def runs_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """Training runs, newest first (read from the MLflow tracking store)."""
+    from slmops.train.runs import Training, state_of
+
     with open_workspace(workspace) as ws:
         training = Training(ws)
         runs = training.runs(limit)
@@ -417,6 +468,8 @@ def show_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """One run: parameters, lineage, figures, loss curve, checkpoints and artifacts."""
+    from slmops.train.runs import Training, read_run_file, run_dir, state_of
+
     with open_workspace(workspace) as ws:
         training = Training(ws)
         run = training.run(run_id)
@@ -492,6 +545,9 @@ def export_command(
 ) -> None:
     """Export a finished run: a GGUF model llama.cpp runs (f16 or quantized), the LoRA
     adapter as a llama.cpp adapter GGUF, or a merged transformers checkpoint (hf)."""
+    from slmops.train.export import RunExporter
+    from slmops.train.runs import Training
+
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     with open_workspace(workspace) as ws:

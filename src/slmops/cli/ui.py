@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-import uvicorn
 
 from slmops.cli.common import WorkspaceOption, console, open_workspace
 from slmops.errors import ConfigError
-from slmops.serve.server import read_keys_file, uvicorn_config
-from slmops.ui import create_console
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -26,6 +23,11 @@ def ui_command(
 ) -> None:
     """Serve the web console: traces as waterfalls with their passages and feedback, and the
     monitor's figures, alerts and drift. With a key, every page needs it."""
+    import uvicorn
+
+    from slmops.serve.server import read_keys_file, uvicorn_config
+    from slmops.ui import create_console
+
     keys = [*api_key, *(read_keys_file(keys_file) if keys_file else [])]
     if host not in LOOPBACK and not keys:
         raise ConfigError(f"refusing to serve on {host} without an API key (--api-key/--keys-file)")

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
@@ -38,7 +38,6 @@ from sqlalchemy.exc import IntegrityError
 
 from slmops.data.chunking import Chunk, Chunker
 from slmops.data.documents import Skipped, load_paths
-from slmops.data.vector_index import ExactVectorIndex, reciprocal_rank_fusion
 from slmops.errors import BusyError, NotFoundError, SlmopsError, WorkspaceError
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder
@@ -46,6 +45,9 @@ from slmops.store.names import name_problem, tag_problem
 from slmops.store.refs import select_version, split_ref
 from slmops.store.schema import corpora, corpus_versions
 from slmops.store.workspace import Workspace
+
+if TYPE_CHECKING:  # numpy: imported when a search needs it, not to list corpora
+    from slmops.data.vector_index import ExactVectorIndex
 
 SearchMode = Literal["vector", "fts", "hybrid"]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -869,6 +871,8 @@ class Corpora:
                 if metadata_matches(row, wanted_metadata)
             ][:pool]
         if mode == "hybrid":
+            from slmops.data.vector_index import reciprocal_rank_fusion
+
             rows = {row["chunk_id"]: row for row, _ in [*vector_hits, *text_hits]}
             fused = reciprocal_rank_fusion(
                 [[r["chunk_id"] for r, _ in vector_hits], [r["chunk_id"] for r, _ in text_hits]]
@@ -898,6 +902,8 @@ class Corpora:
         with self._lock:
             index = self._indexes.get(key)
         if index is None:
+            from slmops.data.vector_index import ExactVectorIndex
+
             table = self._table_at(version.corpus, version.lance_version)
             index = ExactVectorIndex.from_arrow(table.to_arrow().drop_columns(["text_hash"]))
             with self._lock:

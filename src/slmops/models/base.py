@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy only types Embedder.embed: importing the protocols loads no numpy
+    import numpy as np
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
@@ -37,6 +39,9 @@ class GenerationParams(BaseModel):
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # Prompt tokens whose KV cache was reused rather than computed: a measure of the work
+    # done, not of the answer, so two usages of the same answer compare equal without it.
+    cached_tokens: int = field(default=0, compare=False)
 
     @property
     def total_tokens(self) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from slmops.errors import ModelError
+from slmops.errors import ModelError, ModelUnavailableError
 
 _LAYER_NAMES = {
     "input_layernorm": "attn_norm",
@@ -283,10 +283,22 @@ def check_adapter(adapter: Path, base: Path) -> None:
             raise ModelError(f"adapter tensor {tensor.name} {shape} does not fit {base.name}")
 
 
+def llama_cpp_bindings(purpose: str) -> Any:
+    """llama-cpp-python's C bindings, needed for quantizing and scoring GGUF files only (the
+    ``train`` extra: it compiles llama.cpp, which serving no longer needs)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ModelUnavailableError(
+            f"{purpose} needs llama-cpp-python (the 'train' extra): pip install 'slmops[train]'"
+        ) from None
+    return llama_cpp
+
+
 def quantize_gguf(source: Path, path: Path, quant: str, *, threads: int = 0) -> Path:
     """llama.cpp's own quantizer (the one ``llama-quantize`` runs) on a float GGUF file.
     Rows too narrow for a K-quant fall back to another type, as llama.cpp decides."""
-    import llama_cpp
+    llama_cpp = llama_cpp_bindings("quantizing a GGUF file")
     from llama_cpp._utils import suppress_stdout_stderr
 
     if quant not in QUANT_TYPES:

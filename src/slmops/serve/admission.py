@@ -1,9 +1,9 @@
-"""Admission: one generation at a time per local model, with a bounded waiting line.
+"""Admission: a bounded number of generations at a time, with a bounded waiting line.
 
-A llama.cpp context is not thread-safe, and slmops runs all llama.cpp work on one thread
-anyway, so requests to a model are served one after another. Waiting is bounded: when the
-line is full, a request is refused at once (HTTP 429 with Retry-After) instead of piling up
-behind a queue it will time out in.
+Local GGUF models decode up to their engine's slots together (see models/llamacpp.py), so a
+server admits that many at once and queues the rest. Waiting is bounded: when the line is
+full, a request is refused at once (HTTP 429 with Retry-After) instead of piling up behind a
+queue it will time out in.
 """
 
 from __future__ import annotations

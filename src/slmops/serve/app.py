@@ -51,11 +51,13 @@ from slmops.serve.errors import (
 from slmops.serve.following import AliasFollower, Challenger, canary_for
 from slmops.serve.generation import (
     Generation,
+    Piece,
     mark_shadow,
     stack_input,
     stream_chat,
     stream_completion,
     stream_stack,
+    stream_structured_chat,
 )
 from slmops.serve.metrics import ServerMetrics
 from slmops.serve.monitoring import MonitorConfig, ServerMonitor
@@ -75,6 +77,16 @@ from slmops.serve.protocol import (
     TextCompletionChunk,
     usage_body,
 )
+from slmops.serve.structured import (
+    INVALID_SCHEMA,
+    Reply,
+    ReplyPlan,
+    conversation,
+    grammar_problem,
+    instructed,
+    interpret,
+    plan_reply,
+)
 
 log = logging.getLogger("slmops.serve")
 
@@ -90,6 +102,9 @@ class ServeConfig:
     default_max_tokens: int = 256
     cors_origins: tuple[str, ...] = ()
     remote_concurrency: int = 8  # requests in flight at once to an OpenAI-compatible upstream
+    # Generations in flight at once on local models (llama.cpp decodes them together); None:
+    # the engine's slots (SLMOPS_LLAMA_SLOTS, default 4). Beyond it, requests wait in line.
+    local_concurrency: int | None = None
     canary: Challenger | None = None  # a share of requests answered by another version
     shadow: Challenger | None = None  # another version answers too, into the traces only
     monitor: MonitorConfig | None = field(default_factory=MonitorConfig)  # None: no monitor
@@ -295,13 +310,22 @@ def answered(
     return {status: entry}
 
 
+def _local_concurrency(config: ServeConfig) -> int:
+    if config.local_concurrency is not None:
+        return config.local_concurrency
+    from slmops.models.llamacpp import EngineSettings
+
+    return EngineSettings.from_environment().slots
+
+
 def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     metrics = ServerMetrics()
-    # Local models (llama.cpp, transformers) generate one sequence at a time on this machine;
-    # an OpenAI-compatible upstream (vLLM, llama.cpp server) batches concurrent requests
-    # itself, so several go through to it at once.
-    local = Admission(config.max_queue)
+    # Local GGUF models are decoded by llama.cpp's engine, which batches up to its slots'
+    # worth of concurrent requests (the transformers backend takes them one at a time behind
+    # its own lock); an OpenAI-compatible upstream (vLLM, llama.cpp server) batches
+    # concurrent requests itself, so several go through to it at once.
+    local = Admission(config.max_queue, concurrency=_local_concurrency(config))
     remote = {
         name: Admission(config.max_queue, concurrency=config.remote_concurrency)
         for name, model in catalog.chat_models.items()
@@ -570,9 +594,9 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         request: Request,
         body: ChatCompletionRequest | CompletionRequest,
         endpoint: str,
-        produce: Callable[[Generation], AsyncIterator[str]],
+        produce: Callable[[Generation], AsyncIterator[Piece]],
         build: Callable[[Generation], dict[str, Any]],
-        chunk: Callable[[str, Generation, str | None], dict[str, Any]],
+        chunk: Callable[[Piece, Generation, str | None], dict[str, Any]],
     ) -> Response:
         """Admit the request, then answer it whole or as server-sent events."""
         request.state.model = body.model
@@ -596,7 +620,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             ) from None
         report = Generation()
 
-        async def routed(into: Generation) -> AsyncIterator[str]:
+        async def routed(into: Generation) -> AsyncIterator[Piece]:
             # a canary request resolves the model's aliases to the challenger, in this
             # request's context only
             with canary_for(config.canary, followed, chooser) as chosen:
@@ -708,13 +732,13 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         request_id = request.state.request_id
-        # (tool messages, images, response formats ... were refused by validation)
-        messages = [
-            ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
-            for m in body.messages
-        ]
+        # (images, audio, unknown fields ... were refused by validation; tools, tool messages
+        # and response formats were checked there and are planned here)
+        plan = plan_reply(body)
+        produce: Callable[[Generation], AsyncIterator[Piece]]
         if body.model in catalog.stacks:
             stack = catalog.stacks[body.model]
+            _refuse_for_stack(body, plan)
             given = body.sampling_given()
             if given:
                 raise APIError(
@@ -724,32 +748,41 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
                     param=given[0],
                     code="unsupported_parameter",
                 )
+            messages = conversation(body.messages)
 
-            def produce(report: Generation) -> AsyncIterator[str]:
+            def produce(report: Generation) -> AsyncIterator[Piece]:
                 return stream_stack(stack, stack_input(messages), request_id, report)
 
         elif body.model in catalog.chat_models:
             model = catalog.chat_models[body.model]
             params = params_for(body)
+            messages = conversation(body.messages)
+            if plan is None:
 
-            def produce(report: Generation) -> AsyncIterator[str]:
-                return stream_chat(model, messages, params, request_id, report)
+                def produce(report: Generation) -> AsyncIterator[Piece]:
+                    return stream_chat(model, messages, params, request_id, report)
 
+            else:
+                # (converting a schema to a grammar takes a while for a large one: off the loop)
+                await asyncio.to_thread(_check_plan, body, plan, model)
+                produce = _structured(
+                    model, instructed(messages, plan.instruction), params, plan, request_id
+                )
         else:
             raise unknown_model(body.model, [*catalog.chat_models, *catalog.stacks])
 
+        def reply_of(report: Generation) -> Reply:
+            return report.reply or Reply(report.text, None, report.finish_reason)
+
         def build(report: Generation) -> dict[str, Any]:
+            reply = reply_of(report)
             answer = {
                 "id": completion_id,
                 "object": "chat.completion",
                 "created": created,
                 "model": body.model,
                 "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": report.text},
-                        "finish_reason": report.finish_reason,
-                    }
+                    {"index": 0, "message": reply.message(), "finish_reason": reply.finish_reason}
                 ],
                 "usage": usage_body(report.prompt_tokens, report.completion_tokens),
             }
@@ -757,8 +790,11 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
                 answer["slmops"] = report.extension
             return answer
 
-        def chunk(piece: str, report: Generation, finish: str | None) -> dict[str, Any]:
-            delta: dict[str, Any] = {"content": piece} if piece else {}
+        def chunk(piece: Piece, report: Generation, finish: str | None) -> dict[str, Any]:
+            if isinstance(piece, dict):
+                delta: dict[str, Any] = dict(piece)
+            else:
+                delta = {"content": piece} if piece else {}
             event: dict[str, Any] = {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
@@ -792,7 +828,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         request_id = request.state.request_id
 
-        def produce(report: Generation) -> AsyncIterator[str]:
+        def produce(report: Generation) -> AsyncIterator[Piece]:
             generated = stream_completion(model, prompt, params, request_id, report)
             # streamed, the prompt is echoed as the first piece; whole, by build()
             return _after(prompt, generated) if body.echo and body.stream else generated
@@ -815,7 +851,8 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
                 "usage": usage_body(report.prompt_tokens, report.completion_tokens),
             }
 
-        def chunk(piece: str, _report: Generation, finish: str | None) -> dict[str, Any]:
+        def chunk(piece: Piece, _report: Generation, finish: str | None) -> dict[str, Any]:
+            assert isinstance(piece, str)  # a completion yields text only
             return {
                 "id": completion_id,
                 "object": "text_completion",
@@ -905,6 +942,139 @@ def _served_schema(schema: dict[str, Any], catalog: Catalog, config: ServeConfig
     return schema
 
 
+def _refuse_for_stack(body: ChatCompletionRequest, plan: ReplyPlan | None) -> None:
+    """An app stack answers the last user message with the output its manifest declares: it
+    can neither call tools nor take another output format, nor read tool messages."""
+    stack = body.model
+    if body.tools and body.tool_choice != "none":
+        raise APIError(
+            400,
+            f"'tools' cannot be used with {stack}: an app stack answers with the output its "
+            "manifest declares and calls no tools; send tools to a model",
+            param="tools",
+            code="unsupported_parameter",
+        )
+    if plan is not None:
+        raise APIError(
+            400,
+            f"response_format '{plan.mode}' cannot be used with {stack}: an app stack answers "
+            "with the output its manifest declares (typed output fields); leave "
+            "response_format out or send it to a model",
+            param="response_format",
+            code="unsupported_parameter",
+        )
+    for i, message in enumerate(body.messages):
+        if message.role == "tool" or message.tool_calls:
+            raise APIError(
+                400,
+                f"{stack} answers the last user message; tool calls and tool results cannot "
+                "be passed to an app stack",
+                param=f"messages.{i}",
+                code="unsupported_value",
+            )
+
+
+def _backend(model: ChatModel) -> str:
+    """How a model can honour a JSON schema: ``local`` (a grammar: llama.cpp), ``remote``
+    (an OpenAI-compatible upstream: its response_format), or ``unconstrained`` (the
+    transformers backend, which has no constrained decoding)."""
+    try:
+        scheme = parse_model_uri(model.uri).scheme
+    except Exception:  # a URI of a plugin or a test double: taken as local
+        return "local"
+    return {"openai": "remote", "hf": "unconstrained"}.get(scheme, "local")
+
+
+def _check_plan(body: ChatCompletionRequest, plan: ReplyPlan, model: ChatModel) -> None:
+    """Refuse, before any generation, what this model cannot honour: tools on a model that is
+    not local (the upstream's own tool calling is not passed through), any JSON schema on a
+    backend without constrained decoding, a schema the local grammar cannot express."""
+    backend = _backend(model)
+    if plan.tools and backend != "local":
+        why = (
+            "it is answered by an OpenAI-compatible upstream, and passing tools through to it "
+            "is not supported"
+            if backend == "remote"
+            else "its backend (transformers) cannot constrain decoding"
+        )
+        raise APIError(
+            400,
+            f"'tools' are not supported for {body.model}: {why}; tools are served for local "
+            "GGUF models (llama.cpp)",
+            param="tools",
+            code="unsupported_parameter",
+        )
+    if backend == "unconstrained":
+        raise APIError(
+            400,
+            f"response_format '{plan.mode}' is not supported for {body.model}: its backend "
+            "(transformers) cannot constrain decoding to a JSON schema; serve the model as "
+            "GGUF (llama.cpp) for structured outputs",
+            param="response_format",
+            code="unsupported_parameter",
+        )
+    if backend != "local":
+        return
+    for i, tool in enumerate(body.tools or []):
+        parameters = tool.function.parameters
+        problem = grammar_problem(parameters) if parameters is not None else None
+        if problem:
+            raise APIError(
+                400,
+                f"Invalid schema for function '{tool.function.name}': this server cannot "
+                f"constrain decoding to it: {problem}",
+                param=f"tools.{i}.function.parameters",
+                code=INVALID_SCHEMA,
+            )
+    problem = grammar_problem(plan.schema)
+    if problem:
+        name = (
+            body.response_format.json_schema.name
+            if body.response_format and body.response_format.json_schema
+            else plan.mode
+        )
+        raise APIError(
+            400,
+            f"Invalid schema for response_format '{name}': this server cannot constrain "
+            f"decoding to it: {problem}",
+            param="tools" if plan.tools else "response_format.json_schema.schema",
+            code=INVALID_SCHEMA,
+        )
+
+
+def _structured(
+    model: ChatModel,
+    messages: list[ChatMessage],
+    params: GenerationParams,
+    plan: ReplyPlan,
+    request_id: str,
+) -> Callable[[Generation], AsyncIterator[Piece]]:
+    """The producer of a constrained reply: a JSON answer streams as content; tool calls (or
+    the answer wrapped beside them) are read back whole and sent as OpenAI's deltas."""
+
+    async def produce(report: Generation) -> AsyncIterator[Piece]:
+        pieces = stream_structured_chat(
+            model, messages, params, plan.schema, plan.mode, request_id, report
+        )
+        if not plan.tools:
+            async for piece in pieces:
+                yield piece
+            return
+        try:
+            await _drain(pieces)
+        finally:
+            close = getattr(pieces, "aclose", None)
+            if close is not None:
+                await close()
+        reply = interpret(plan, report.text, report.finish_reason)
+        report.reply = reply
+        report.finish_reason = reply.finish_reason
+        for delta in reply.deltas():
+            yield delta
+
+    return produce
+
+
 def _monitor_embedder(catalog: Catalog, runtime: Runtime) -> Any:
     """The embedder drift compares questions with: the workspace's, when this server has it
     loaded already (drift is then free of a second copy); else the workspace default, loaded
@@ -947,7 +1117,7 @@ async def _after(first: str, pieces: AsyncIterator[str]) -> AsyncIterator[str]:
             await close()
 
 
-async def _drain(pieces: AsyncIterator[str]) -> None:
+async def _drain(pieces: AsyncIterator[Piece]) -> None:
     async for _ in pieces:
         pass
 
@@ -978,6 +1148,14 @@ def _as_api_error(exc: BaseException) -> APIError:
         return APIError(400, str(exc), code="invalid_input")
     if isinstance(exc, ModelError) and "context" in str(exc).lower():
         return APIError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, ModelError) and any(  # a schema the backend refused
+        words in str(exc).lower() for words in ("grammar", "json schema")
+    ):
+        return APIError(
+            400,
+            f"this server cannot constrain decoding to the JSON schema given: {exc}",
+            code=INVALID_SCHEMA,
+        )
     if isinstance(exc, SlmopsError):
         return APIError(500, str(exc), type="server_error", code="generation_failed")
     return APIError(500, f"internal error: {type(exc).__name__}", type="server_error")

@@ -13,7 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from slmops.serve.protocol import LONE_SURROGATE, RequestValueError
+from slmops.serve.protocol import (
+    INVALID_TOOL_CHOICE,
+    INVALID_TOOL_MESSAGE,
+    LONE_SURROGATE,
+    MISSING,
+    RequestValueError,
+)
+from slmops.serve.structured import INVALID_SCHEMA
 
 
 class APIError(Exception):
@@ -130,8 +137,10 @@ _TYPE_TAG = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TYPE_NAMES = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "null"})
 _UNICODE = ("invalid_unicode", "string_unicode")  # ours, and pydantic's for constrained text
 _UNSUPPORTED = ("unsupported_parameter", "unsupported_value")
+# our own codes whose messages are sent as they are (they name what to change)
+_AS_SAID = (*_UNSUPPORTED, MISSING, INVALID_SCHEMA, INVALID_TOOL_CHOICE, INVALID_TOOL_MESSAGE)
 # errors that say most about what to change, reported before a union's "not a string"
-_FIRST = ("extra_forbidden", *_UNSUPPORTED, *_UNICODE)
+_FIRST = ("extra_forbidden", *_AS_SAID, *_UNICODE)
 
 
 def _kind_and_message(error: Any) -> tuple[str, str]:
@@ -140,6 +149,8 @@ def _kind_and_message(error: Any) -> tuple[str, str]:
     problem = (error.get("ctx") or {}).get("error")
     if isinstance(problem, RequestValueError):
         return problem.kind, problem.message
+    if error.get("type") == "missing":
+        return MISSING, f"Missing required parameter: '{_param(tuple(error.get('loc', ())))}'"
     kind = str(error.get("type", ""))
     message = LONE_SURROGATE if kind in _UNICODE else str(error.get("msg", "invalid request"))
     return kind, message
@@ -181,7 +192,10 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
             400, f"The request body is not valid JSON: {reason}", code="invalid_json"
         ).response()
     param = _param(tuple(error.get("loc", ())))
-    if param is None and kind == "missing":
+    problem = (error.get("ctx") or {}).get("error")
+    if isinstance(problem, RequestValueError) and problem.field:
+        param = f"{param}.{problem.field}" if param else problem.field
+    if param is None and kind == MISSING:
         return APIError(
             400, "The request body is empty; send a JSON object", code="invalid_json"
         ).response()
@@ -197,7 +211,7 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
             param=param,
             code="unknown_parameter",
         ).response()
-    if kind in _UNSUPPORTED:
+    if kind in _AS_SAID:
         return APIError(400, message, param=param, code=kind).response()
     if param:
         message = f"Invalid value for '{param}': {message}"

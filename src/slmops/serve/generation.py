@@ -8,6 +8,7 @@ Each one is traced into the workspace like a local run, with the request id on i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,11 @@ from slmops.models.base import (
     ChatResult,
     GenerationParams,
 )
+from slmops.serve.structured import Reply
 from slmops.store.traces import get_trace, set_trace_attributes, token_usage
+
+Piece = str | dict[str, Any]
+"""What a generation yields to the endpoint: text, or a chat delta (``{"tool_calls": ...}``)."""
 
 
 class ChatCall(LLMCall):
@@ -63,6 +68,7 @@ class Generation:
     extension: dict[str, Any] = field(default_factory=dict)
     answered_by: str = ""  # the model version that answered (registry:NAME@N, or a URI)
     canary: bool = False
+    reply: Reply | None = None  # a structured reply read back (tool calls or content)
 
 
 def stream_chat(
@@ -74,6 +80,63 @@ def stream_chat(
 ) -> AsyncIterator[str]:
     """Yield the reply's text; ``report`` holds usage, finish reason and trace id at the end."""
     return _reported(ChatCall(_for_this_request(model), params, request_id), messages, report)
+
+
+class StructuredChatCall(ChatCall):
+    """A chat call whose reply is constrained to a JSON schema (``response_format``, tools):
+    the model's ``chat(json_schema=...)`` answers whole, in this stream's worker thread (a
+    backend whose ``stream`` takes a ``json_schema`` streams it)."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        params: GenerationParams,
+        request_id: str,
+        schema: dict[str, Any],
+        mode: str,
+    ) -> None:
+        self.schema = schema  # (before the step freezes itself)
+        self.mode = mode
+        super().__init__(model, params, request_id)
+
+    def _chunks(self, model: ChatModel, prompt: Any) -> Iterator[ChatChunk]:
+        if _streams_schemas(model):
+            stream = cast(Any, model).stream
+            return cast(Iterator[ChatChunk], stream(prompt, self.params, json_schema=self.schema))
+        return _constrained(model, prompt, self.params, self.schema)
+
+    def span_attributes(self) -> dict[str, Any]:
+        return {**super().span_attributes(), "slmops.structured_output": self.mode}
+
+
+def _streams_schemas(model: ChatModel) -> bool:
+    """Whether the backend's ``stream`` takes a ``json_schema`` too (beyond the protocol)."""
+    try:
+        return "json_schema" in inspect.signature(model.stream).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _constrained(
+    model: ChatModel, messages: list[ChatMessage], params: GenerationParams, schema: dict[str, Any]
+) -> Iterator[ChatChunk]:
+    result = model.chat(messages, params, json_schema=schema)
+    yield ChatChunk(text=result.text)
+    yield ChatChunk(text="", finish_reason=result.finish_reason, usage=result.usage)
+
+
+def stream_structured_chat(
+    model: ChatModel,
+    messages: list[ChatMessage],
+    params: GenerationParams,
+    schema: dict[str, Any],
+    mode: str,
+    request_id: str,
+    report: Generation,
+) -> AsyncIterator[str]:
+    """:func:`stream_chat` with the reply constrained to ``schema``."""
+    call = StructuredChatCall(_for_this_request(model), params, request_id, schema, mode)
+    return _reported(call, messages, report)
 
 
 def _for_this_request(model: ChatModel) -> ChatModel:

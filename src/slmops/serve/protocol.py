@@ -2,11 +2,13 @@
 
 Requests are validated the way OpenAI's own server validates them: nothing a client sends is
 silently dropped. A field this server does not know is refused (400, ``unknown_parameter``);
-a field OpenAI defines that this server cannot honour (tools, logprobs, penalties, ...) is
+a field OpenAI defines that this server cannot honour (logprobs, penalties, ...) is
 accepted only at the value that changes nothing (``null``, 0, false, empty), so clients that
-send defaults or round-trip a previous answer's message (``"refusal": null``,
-``"tool_calls": null``) keep working, and refused at any other value (400,
-``unsupported_parameter``). Strings must be valid Unicode (no lone surrogates: they cannot
+send defaults or round-trip a previous answer's message (``"refusal": null``) keep working,
+and refused at any other value (400, ``unsupported_parameter``). Structured outputs
+(``response_format``) and tools are served (see :mod:`slmops.serve.structured`); their
+schemas, tool names and the tool messages of a conversation are checked here as OpenAI
+checks them. Strings must be valid Unicode (no lone surrogates: they cannot
 be encoded for the model, the trace store or the response).
 
 The response models below document the responses in the OpenAPI schema; the endpoints build
@@ -15,6 +17,7 @@ the bodies as plain dicts.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -25,23 +28,32 @@ from pydantic import (
     Field,
     ValidationInfo,
     WithJsonSchema,
+    model_validator,
 )
+
+from slmops.serve.structured import INVALID_SCHEMA, SchemaError, check_schema
 
 SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON reader holds exactly
 UNSUPPORTED = "unsupported_parameter"  # an OpenAI field this server cannot honour
 UNSUPPORTED_VALUE = "unsupported_value"  # a value of a supported field it cannot honour
 INVALID_UNICODE = "invalid_unicode"
+MISSING = "missing_required_parameter"
+INVALID_TOOL_CHOICE = "invalid_tool_choice"  # a tool_choice the tools given cannot meet
+INVALID_TOOL_MESSAGE = "invalid_tool_message"  # tool calls and results that do not pair up
 LONE_SURROGATE = "the text holds a lone surrogate (\\ud800-\\udfff): not valid Unicode"
 
 
 class RequestValueError(ValueError):
     """Raised by a validator: what is wrong (``kind``, the error code a client gets for the
-    kinds above) and the message to answer with, as is."""
+    kinds above) and the message to answer with, as is. ``field``: where, below the value
+    validated (a model's check of several fields names the one at fault: ``tool_call_id``,
+    ``messages.3``)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.field = field
 
 
 def _valid_unicode(value: str) -> str:
@@ -71,12 +83,9 @@ NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode
 
 # What an unsupported field may be, per field, and why it can be no more.
 _WHY: dict[str, str] = {
-    "tools": "this server does not call tools",
-    "tool_choice": "this server does not call tools (tool_choice may only be 'none')",
-    "functions": "this server does not call functions",
-    "function_call": "this server does not call functions",
-    "tool_calls": "this server does not call tools",
-    "tool_call_id": "this server does not call tools",
+    "functions": "the deprecated 'functions' are not served; use 'tools'",
+    "function_call": "the deprecated 'function_call' is not served; use 'tools' and "
+    "'tool_choice' (assistant messages: 'tool_calls')",
     "logprobs": "this server does not return log probabilities",
     "top_logprobs": "this server does not return log probabilities",
     "logit_bias": "this server cannot bias tokens",
@@ -168,25 +177,101 @@ def _content(value: Any) -> Any:
 
 
 def _role(value: Any) -> Any:
-    if value in ("tool", "function"):
+    if value == "function":
         raise RequestValueError(
             UNSUPPORTED_VALUE,
-            f"messages with role '{value}' are not supported: this server does not call tools",
+            "messages with role 'function' (the deprecated functions API) are not supported: "
+            "send tool results as messages with role 'tool' and a 'tool_call_id'",
         )
     return value
 
 
+def _tool_name(value: Any) -> Any:
+    if isinstance(value, str) and not TOOL_NAME.fullmatch(value):
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise RequestValueError(
+            "invalid_value",
+            f"{shown!r} is not a valid name: names are 1 to 64 letters, digits, underscores "
+            "and dashes (^[a-zA-Z0-9_-]{1,64}$)",
+        )
+    return value
+
+
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+Name = Annotated[
+    str,
+    AfterValidator(_tool_name),
+    WithJsonSchema({"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}),
+]
+"""A function's or a JSON schema's name, as OpenAI allows them."""
+
+JSONSchema = dict[str, Any]
+
+
+class FunctionCall(_Request):
+    name: NonEmptyText
+    arguments: Text  # JSON text, as the model wrote it
+
+
+class ToolCall(_Request):
+    """A call an assistant made, sent back in the conversation."""
+
+    id: NonEmptyText
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class Message(_Request):
-    role: Annotated[Literal["system", "user", "assistant", "developer"], BeforeValidator(_role)]
+    role: Annotated[
+        Literal["system", "user", "assistant", "developer", "tool"], BeforeValidator(_role)
+    ]
     content: Annotated[Text | list[TextPart] | None, BeforeValidator(_content)] = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's
+    tool_call_id: NonEmptyText | None = None  # a tool result's: the call it answers
     # what OpenAI's own messages carry, accepted when empty (a previous answer sent back)
     name: _Null = None
     refusal: _Null = None
-    tool_calls: _NullOrEmptyList = None
-    tool_call_id: _Null = None
     function_call: _Null = None
     audio: _Null = None
     annotations: _NullOrEmptyList = None
+
+    @model_validator(mode="after")
+    def _fields_of_the_role(self) -> Message:
+        if self.role == "tool":
+            if self.tool_call_id is None:
+                raise RequestValueError(
+                    MISSING,
+                    "Missing required parameter: a message with role 'tool' needs the "
+                    "'tool_call_id' of the call it answers",
+                    field="tool_call_id",
+                )
+            if self.content is None:
+                raise RequestValueError(
+                    MISSING,
+                    "Missing required parameter: a message with role 'tool' needs 'content' "
+                    "(the tool's result)",
+                    field="content",
+                )
+        elif self.tool_call_id is not None:
+            raise RequestValueError(
+                INVALID_TOOL_MESSAGE,
+                f"'tool_call_id' is only for messages with role 'tool', not '{self.role}'",
+                field="tool_call_id",
+            )
+        if self.tool_calls and self.role != "assistant":
+            raise RequestValueError(
+                INVALID_TOOL_MESSAGE,
+                f"'tool_calls' are only for messages with role 'assistant', not '{self.role}'",
+                field="tool_calls",
+            )
+        ids = [call.id for call in self.tool_calls or []]
+        if len(set(ids)) != len(ids):
+            raise RequestValueError(
+                INVALID_TOOL_MESSAGE,
+                "the tool calls of one message need distinct ids",
+                field="tool_calls",
+            )
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -198,19 +283,122 @@ class StreamOptions(_Request):
     include_usage: bool = Field(False, strict=True)
 
 
-def _text_format(value: Any) -> Any:
-    if value != "text":
+def _schema_check(schema: Any, *, strict: bool, label: str, field: str) -> None:
+    try:
+        check_schema(schema, strict=strict, label=label)
+    except SchemaError as problem:
+        raise RequestValueError(INVALID_SCHEMA, str(problem), field=field) from None
+
+
+class JSONSchemaFormat(_Request):
+    name: Name
+    description: Text | None = None
+    schema_: JSONSchema | None = Field(None, alias="schema")  # null: any JSON object
+    strict: bool | None = Field(None, strict=True)
+
+    @model_validator(mode="after")
+    def _valid_schema(self) -> JSONSchemaFormat:
+        if self.schema_ is not None:
+            label = f"response_format '{self.name}'"
+            _schema_check(self.schema_, strict=bool(self.strict), label=label, field="schema")
+        return self
+
+
+FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+def _format_type(value: Any) -> Any:
+    if value not in FORMAT_TYPES:
+        shown = str(value)[:40]
         raise RequestValueError(
-            UNSUPPORTED_VALUE,
-            f"response_format '{str(value)[:40]}' is not supported yet; use an app stack with "
-            "typed output fields",
+            "invalid_value",
+            f"'{shown}' is not a response format: supported values are 'text', "
+            "'json_object' and 'json_schema'",
         )
     return value
 
 
 class ResponseFormat(_Request):
-    type: Annotated[Any, AfterValidator(_text_format), WithJsonSchema({"enum": ["text"]})]
-    json_schema: _Null = None
+    type: Annotated[Literal["text", "json_object", "json_schema"], BeforeValidator(_format_type)]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_for_its_type(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise RequestValueError(
+                MISSING,
+                "Missing required parameter: 'response_format.json_schema' (with 'name' and "
+                "'schema')",
+                field="json_schema",
+            )
+        if self.type != "json_schema" and self.json_schema is not None:
+            raise RequestValueError(
+                "invalid_value",
+                f"'json_schema' is only for response_format of type 'json_schema', not "
+                f"'{self.type}'",
+                field="json_schema",
+            )
+        return self
+
+
+class FunctionDefinition(_Request):
+    name: Name
+    description: Text | None = None
+    parameters: JSONSchema | None = None  # null: no parameters
+    strict: bool | None = Field(None, strict=True)
+
+    @model_validator(mode="after")
+    def _valid_parameters(self) -> FunctionDefinition:
+        if self.parameters is not None:
+            label = f"function '{self.name}'"
+            _schema_check(
+                self.parameters, strict=bool(self.strict), label=label, field="parameters"
+            )
+        return self
+
+
+def _function_tool(value: Any) -> Any:
+    if value != "function":
+        raise RequestValueError(
+            UNSUPPORTED_VALUE,
+            f"tools of type '{str(value)[:40]}' are not supported: only tools of type 'function'",
+        )
+    return value
+
+
+class ToolDefinition(_Request):
+    type: Annotated[Literal["function"], BeforeValidator(_function_tool)]
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(_Request):
+    name: NonEmptyText
+
+
+class NamedToolChoice(_Request):
+    type: Annotated[Literal["function"], BeforeValidator(_function_tool)]
+    function: ToolChoiceFunction
+
+
+def _tool_choice(value: Any) -> Any:
+    if isinstance(value, str) and value not in ("none", "auto", "required"):
+        raise RequestValueError(
+            "invalid_value",
+            f"'{value[:40]}' is not a tool choice: supported values are 'none', 'auto', "
+            '\'required\' or {"type": "function", "function": {"name": ...}}',
+        )
+    if isinstance(value, dict) and value.get("type") not in (None, "function"):
+        raise RequestValueError(
+            UNSUPPORTED_VALUE,
+            f"tool_choice of type '{str(value.get('type'))[:40]}' is not supported: use "
+            "'none', 'auto', 'required' or {\"type\": \"function\", ...}",
+        )
+    return value
+
+
+ToolChoice = Annotated[
+    Literal["none", "auto", "required"] | NamedToolChoice, BeforeValidator(_tool_choice)
+]
 
 
 def _one_choice(value: int) -> int:
@@ -272,9 +460,9 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     logprobs: _NullOrFalse = None
     top_logprobs: _NullOrZero = None
-    tools: _NullOrEmptyList = None
-    tool_choice: _NullOrNone = None
-    parallel_tool_calls: bool | None = Field(None, strict=True)  # nothing, without tools
+    tools: Annotated[list[ToolDefinition], Field(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None  # null: "auto" with tools, "none" without
+    parallel_tool_calls: bool | None = Field(None, strict=True)  # null: true
     functions: _NullOrEmptyList = None
     function_call: _NullOrNone = None
     audio: _Null = None
@@ -294,6 +482,72 @@ class ChatCompletionRequest(_Sampling):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @model_validator(mode="after")
+    def _tools_and_their_messages(self) -> ChatCompletionRequest:
+        names = [tool.function.name for tool in self.tools or []]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise RequestValueError(
+                    "invalid_value",
+                    f"tool names must be unique: '{name}' is given twice",
+                    field=f"tools.{i}.function.name",
+                )
+        choice = self.tool_choice
+        if choice not in (None, "none", "auto") and not names:
+            raise RequestValueError(
+                INVALID_TOOL_CHOICE,
+                f"Invalid value for 'tool_choice': {_shown_choice(choice)} is only allowed when "
+                "'tools' are specified",
+                field="tool_choice",
+            )
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise RequestValueError(
+                INVALID_TOOL_CHOICE,
+                f"Invalid value for 'tool_choice': no function named "
+                f"'{choice.function.name[:64]}' in 'tools'",
+                field="tool_choice.function.name",
+            )
+        _check_tool_messages(self.messages)
+        return self
+
+
+def _shown_choice(choice: Any) -> str:
+    return f"'{choice}'" if isinstance(choice, str) else "a named function"
+
+
+def _check_tool_messages(messages: list[Message]) -> None:
+    """OpenAI's rules: a tool message answers a call of the assistant message before it (with
+    only tool messages between), and every call of an assistant message is answered."""
+    open_calls: dict[str, bool] = {}  # the last assistant's call ids -> answered
+    asked_at = 0
+    for i, message in enumerate(messages):
+        if message.role == "tool":
+            if message.tool_call_id not in open_calls:
+                raise RequestValueError(
+                    INVALID_TOOL_MESSAGE,
+                    "messages with role 'tool' must be a response to a preceding message "
+                    f"with 'tool_calls' (no call with id '{str(message.tool_call_id)[:64]}')",
+                    field=f"messages.{i}.tool_call_id",
+                )
+            open_calls[str(message.tool_call_id)] = True
+            continue
+        _all_answered(open_calls, asked_at)
+        open_calls = {call.id: False for call in message.tool_calls or []}
+        asked_at = i
+    _all_answered(open_calls, asked_at)
+
+
+def _all_answered(calls: dict[str, bool], index: int) -> None:
+    unanswered = [call for call, answered in calls.items() if not answered]
+    if unanswered:
+        raise RequestValueError(
+            INVALID_TOOL_MESSAGE,
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+            f"response messages: {', '.join(c[:64] for c in unanswered[:8])}",
+            field=f"messages.{index}.tool_calls",
+        )
 
 
 class CompletionRequest(_Sampling):
@@ -348,15 +602,27 @@ class Usage(BaseModel):
     total_tokens: int = Field(ge=0)
 
 
+class FunctionCalled(BaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCalled(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCalled
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None  # null when the answer is tool calls
+    tool_calls: list[ToolCalled] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletion(BaseModel):
@@ -373,15 +639,28 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None  # in a call's first delta
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = None  # in a call's first delta
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None  # in the first chunk
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -17,6 +19,10 @@ _ENV_LISTS = frozenset({"redact"})
 """Fields whose environment override is a comma-separated list."""
 _TOML_ONLY = frozenset({"redact_patterns"})
 """Fields that cannot be set from the environment (see each field's docstring)."""
+
+EmbedderBackend = Literal["onnx", "onnx-int8", "torch"]
+EMBEDDER_BACKENDS: tuple[EmbedderBackend, ...] = get_args(EmbedderBackend)
+DEFAULT_EMBEDDER_BACKEND: EmbedderBackend = "onnx"
 
 
 class Settings(BaseModel):
@@ -36,6 +42,13 @@ class Settings(BaseModel):
     """MLflow tracking store for training runs; default: SQLite in the workspace (mlflow.db)."""
     chat_model: str = "local:smollm2-135m"
     embedder: str = "local:all-minilm-l6-v2"
+    embedder_backend: EmbedderBackend = DEFAULT_EMBEDDER_BACKEND
+    """What runs ``local:`` and ``st:`` embedders: ``onnx`` (ONNX Runtime, exported once from
+    the model's own weights into the user's cache; vectors match torch's to cosine 0.9999),
+    ``onnx-int8`` (the same graph with int8 weights: faster and smaller, vectors within
+    cosine ~0.98 of fp32) or ``torch`` (sentence-transformers). The embedder URI, which
+    corpora record, is the same for all three: fp32 ONNX and torch vectors are
+    interchangeable. ``SLMOPS_EMBEDDER_BACKEND`` overrides it."""
     redact: tuple[str, ...] = ()
     """What to remove from prompts and answers before traces (and feedback) are stored or
     exported: any of ``email``, ``phone``, ``api_key``; each match becomes
@@ -92,10 +105,44 @@ def load_settings(home: Path) -> Settings:
         else:
             values[field] = env_value
     try:
-        return Settings.model_validate(values)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
+    global _loaded_embedder_backend
+    with _backend_lock:
+        _loaded_embedder_backend = settings.embedder_backend
+    return settings
+
+
+# The embedder backend of the settings loaded last in this process. Embedders are loaded by
+# URI from many places (corpora, apps, the server), none of which is handed the settings; a
+# process works in one workspace (the CLI, a server, a Ray worker open one), so the backend
+# of the workspace it opened is the one its embedders use. store/ cannot call into models/
+# (layers), so models/loading.py asks here. An explicit backend passed to load_embedder wins.
+_backend_lock = threading.Lock()
+_loaded_embedder_backend: EmbedderBackend | None = None
+
+
+def current_embedder_backend() -> EmbedderBackend:
+    """The backend of the workspace settings loaded last in this process; before any, the
+    ``SLMOPS_EMBEDDER_BACKEND`` environment variable, else ``onnx``."""
+    with _backend_lock:
+        if _loaded_embedder_backend is not None:
+            return _loaded_embedder_backend
+    return parse_embedder_backend(os.environ.get(_ENV_PREFIX + "EMBEDDER_BACKEND") or None)
+
+
+def parse_embedder_backend(value: str | None) -> EmbedderBackend:
+    """``value`` checked against :data:`EMBEDDER_BACKENDS` (None: the default)."""
+    if value is None:
+        return DEFAULT_EMBEDDER_BACKEND
+    for backend in EMBEDDER_BACKENDS:
+        if value == backend:
+            return backend
+    raise ConfigError(
+        f"unknown embedder backend {value!r}; use one of {', '.join(EMBEDDER_BACKENDS)}"
+    )

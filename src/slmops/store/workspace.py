@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from slmops.errors import BusyError, WorkspaceError
 from slmops.store.artifacts import ArtifactStore
 from slmops.store.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 DEFAULT_HOME = Path(".slmops")
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,10 +54,56 @@ def _create_engine(url: str) -> Engine:
 
 
 def _alembic_config(connection: Any) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+# Alembic reads every ``*.py`` of versions/ but __init__.py and editor lock files (.#name).
+_MIGRATION_FILE = re.compile(r"(?!\.#|__init__).*\.py$")
+_REVISION = re.compile(r"^revision\s*(?::[^=\n]*)?=\s*[\"']([^\"'\n]+)[\"']\s*$", re.M)
+_DOWN_REVISION = re.compile(
+    r"^down_revision\s*(?::[^=\n]*)?=\s*(?:None|[\"']([^\"'\n]+)[\"'])\s*$", re.M
+)
+
+
+@functools.cache
+def _shipped_head() -> str | None:
+    """The head revision of the shipped migrations, read from the text of their files.
+
+    Importing Alembic (and Mako, Pygments through it) costs a few hundred milliseconds, which
+    every command paid to learn that nothing needs migrating. This answers the same question
+    from a plain reading of ``revision = "..."`` and ``down_revision = "..."`` in each file, and
+    answers None whenever that reading is not certain (a file without exactly one of each, a
+    merge, a branch, a compiled-only file): :meth:`Workspace.migrate` then asks Alembic."""
+    try:
+        entries = list((_MIGRATIONS / "versions").iterdir())
+    except OSError:
+        return None
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for entry in entries:
+        if entry.suffix in (".pyc", ".pyo") and entry.is_file():
+            return None  # a sourceless migration: only Alembic can read it
+        if not _MIGRATION_FILE.match(entry.name) or not entry.is_file():
+            continue
+        try:
+            source = entry.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        revision, down = _REVISION.findall(source), _DOWN_REVISION.findall(source)
+        if len(revision) != 1 or len(down) != 1 or revision[0] in revisions:
+            return None
+        revisions.add(revision[0])
+        if down[0]:
+            parents.add(down[0])
+    heads = revisions - parents
+    if len(heads) != 1 or not parents <= revisions:
+        return None
+    return heads.pop()
 
 
 class Workspace:
@@ -85,15 +132,40 @@ class Workspace:
         return workspace
 
     def schema_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
+
+    def _at_shipped_head(self) -> bool:
+        """Whether the database is certainly at the head of the shipped migrations, told
+        without Alembic: one row in ``alembic_version`` equal to :func:`_shipped_head`. Any
+        doubt (no table yet, no row, several heads, an unreadable file) answers False."""
+        head = _shipped_head()
+        if head is None:
+            return False
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        except SQLAlchemyError:
+            return False  # a new database (no alembic_version table): migrate it
+        return len(rows) == 1 and rows[0][0] == head
 
     def migrate(self) -> None:
         """Upgrade the metadata database to the newest schema (a no-op when already there).
 
         Processes that open a new workspace at the same moment (two ingests started side by
         side) take turns: each upgrades only if the schema is still behind once it has its
-        turn. Without that the second one failed creating tables the first had just made."""
+        turn. Without that the second one failed creating tables the first had just made.
+
+        The usual case, a database already at the newest schema, is told without importing
+        Alembic (see :func:`_shipped_head`); anything else goes through Alembic as before."""
+        if self._at_shipped_head():
+            return
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
         try:
             if self.schema_revision() == head:

@@ -205,9 +205,11 @@ class Closeness:
 def _next_token_scores(path: Path, texts: list[str], n_ctx: int) -> list[Any]:
     """Per text: (log-probabilities of the actual next tokens, most likely next tokens)."""
     import numpy as np
-    from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    from slmops.models.gguf_files import llama_cpp_bindings
+
+    llama_cpp = llama_cpp_bindings("scoring an export against its reference")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
     scored = []
     for text in texts:
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)[:n_ctx]
