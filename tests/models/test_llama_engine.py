@@ -197,3 +197,18 @@ def test_ctrl_c_still_reaches_python_after_the_engine_starts(gguf_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ
     )
     assert out.stdout.strip() == "interrupted", out.stderr[-2000:]
+
+
+@pytest.mark.model
+def test_an_engine_freed_right_after_it_starts_does_not_hang(gguf_path):
+    """xllamacpp's engine freed before its task loop ran used to wait for it forever."""
+    code = (
+        "from slmops.models.llamacpp import LlamaCppChatModel, EngineSettings\n"
+        "for _ in range(6):\n"
+        f"    LlamaCppChatModel({str(gguf_path)!r}, settings=EngineSettings(slots=1))\n"
+        "print('freed')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=os.environ
+    )
+    assert out.stdout.strip() == "freed", out.stderr[-2000:]

