@@ -212,3 +212,25 @@ def test_an_engine_freed_right_after_it_starts_does_not_hang(gguf_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=os.environ
     )
     assert out.stdout.strip() == "freed", out.stderr[-2000:]
+
+
+def test_objects_are_closed_unless_a_schema_opens_them():
+    from slmops.models.llamacpp import _closed_objects
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "properties": {"type": "object", "properties": {"a": {"type": "integer"}}},
+            "open": {"type": "object", "properties": {}, "additionalProperties": True},
+            "pick": {"enum": [{"properties": {"x": 1}}]},
+        },
+        "$defs": {"Item": {"type": "object", "properties": {"b": {"type": "string"}}}},
+    }
+    closed = _closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert set(closed["properties"]) == {"properties", "open", "pick"}  # a field, not a keyword
+    assert closed["properties"]["properties"]["additionalProperties"] is False
+    assert closed["properties"]["open"]["additionalProperties"] is True
+    assert closed["properties"]["pick"] == schema["properties"]["pick"]  # data is left alone
+    assert closed["$defs"]["Item"]["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # the caller's schema is not changed

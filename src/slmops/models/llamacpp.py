@@ -188,6 +188,33 @@ def _usage(reply: dict[str, Any]) -> Usage:
     )
 
 
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+_SCHEMA_VALUES = frozenset({"enum", "const", "default", "examples", "required"})
+
+
+def _closed_objects(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object that lists properties
+    and says nothing of others. llama.cpp's own schema converter always read it so; LLGuidance
+    follows JSON Schema (others allowed), and the model then kept inventing keys until
+    max_tokens (measured: a classifier's ``{"label": ...}`` ran on into copies of its schema).
+    A schema that allows other keys explicitly keeps them."""
+    if isinstance(schema, list):
+        return [_closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):  # names -> subschemas
+            closed[key] = {name: _closed_objects(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_VALUES:  # data, not subschemas
+            closed[key] = value
+        else:
+            closed[key] = _closed_objects(value)
+    if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
+        closed["additionalProperties"] = False
+    return closed
+
+
 def check_json_schema(schema: dict[str, Any]) -> None:
     """Raise :class:`ModelError` for a schema that is not valid JSON Schema or that llama.cpp's
     grammar engine (LLGuidance) cannot enforce. The engine itself does not say so: it decodes
@@ -323,7 +350,7 @@ class LlamaCppChatModel:
             # One-line JSON: left free, the model pretty-prints, and the indentation cost a
             # third of a small tool call's tokens (40 against 26 measured), enough to cut
             # calls short at a modest max_tokens. A schema's own x-guidance options win.
-            request["json_schema"] = {"x-guidance": _COMPACT_JSON, **json_schema}
+            request["json_schema"] = {"x-guidance": _COMPACT_JSON, **_closed_objects(json_schema)}
         return request
 
     def _generate(self, request: dict[str, Any]) -> ChatResult:
