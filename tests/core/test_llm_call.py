@@ -134,3 +134,16 @@ def test_llm_call_on_the_shipped_model_with_structured_output(spans_of):
     assert "paris" in result.output.city.lower()
     spans = spans_of(result.trace_id)
     assert spans["capital"]["attributes"]["gen_ai.usage.output_tokens"] > 0
+
+
+def test_a_json_reply_cut_off_inside_a_string_is_closed_and_nothing_else_is_guessed():
+    from slmops.core.llm_call import close_truncated_json
+
+    cut = '{"name": "Ana", "request": "send the invoice, please, please, ple'
+    assert close_truncated_json(cut) == cut + '"}'
+    assert close_truncated_json('{"a": "x\\') == '{"a": "x"}'  # a dangling escape is dropped
+    assert close_truncated_json('{"a": "x\\\\') == '{"a": "x\\\\"}'  # an escaped backslash stays
+    assert close_truncated_json('{"a": {"b": "c"}, ') == '{"a": {"b": "c"}}'
+    assert close_truncated_json('{"items": ["a", "b') == '{"items": ["a", "b"]}'
+    for unknowable in ('{"a": [1, 2', '{"a": tru', '{"a": 1, "b":', "plain", '{"a": 1}'):
+        assert close_truncated_json(unknowable) is None, unknowable

@@ -62,6 +62,54 @@ def extract_json(text: str) -> Any:
         return json.loads(match.group(0))
 
 
+def close_truncated_json(text: str) -> str | None:
+    """A JSON prefix cut off by ``max_tokens`` (what grammar-constrained decoding leaves when a
+    small model runs on inside a string) closed into a whole value: the open string ended, a
+    dangling ``,`` or ``"key":`` dropped, open arrays and objects closed. None when the cut
+    falls elsewhere (inside a number or literal) or the text is not such a prefix."""
+    closers: list[str] = []
+    in_string = escaped = False
+    last_structural = -1  # index after the last complete value or opening bracket
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                last_structural = index + 1
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+            last_structural = index + 1
+        elif char in "}]":
+            if not closers or closers.pop() != char:
+                return None
+            last_structural = index + 1
+        elif char in ",:" or char.isspace():
+            continue
+        else:
+            last_structural = -1  # a number or literal: cannot tell where it would end
+    if not closers:
+        return None
+    if in_string:
+        body = text[:-1] if escaped else text
+        body += '"'
+    elif last_structural < 0:
+        return None
+    else:
+        body = text[:last_structural]
+    body = body.rstrip().removesuffix(",")  # a separator with nothing after it yet
+    candidate = body + "".join(reversed(closers))
+    try:
+        json.loads(candidate)
+    except ValueError:
+        return None
+    return candidate
+
+
 class LLMCall(Step[Any, Any]):
     """Call a chat model with a Jinja2 ``prompt`` (and optional ``system`` prompt) rendered
     from the input. With ``output_type=str`` the reply text is the output; with a structured
@@ -287,8 +335,11 @@ class LLMCall(Step[Any, Any]):
                 model.chat, conversation, self.params, json_schema=self._schema
             )
             results.append(result)
+            text = result.text
+            if result.finish_reason == "length":  # cut off: a whole prefix may still hold it
+                text = close_truncated_json(text) or text
             try:
-                return self._output_adapter.validate_python(extract_json(result.text), strict=False)
+                return self._output_adapter.validate_python(extract_json(text), strict=False)
             except (ValueError, ValidationError) as exc:
                 problem = self._describe(exc)
             conversation += [
