@@ -25,8 +25,8 @@ def test_a_file_digest_is_its_sha256_and_is_computed_once(
     assert model_digest(f"gguf:{weights}") == expected
     assert cache_file().is_file()
     calls: list[Path] = []
-    real = fingerprint._sha256
-    monkeypatch.setattr(fingerprint, "_sha256", lambda p: calls.append(p) or real(p))
+    real = fingerprint.file_sha256
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda p: calls.append(p) or real(p))
     assert model_digest(f"gguf:{weights}") == expected
     assert calls == []  # unchanged size and mtime: read from the cache
     weights.write_bytes(b"other weights")

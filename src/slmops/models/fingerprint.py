@@ -23,9 +23,14 @@ from slmops.models.uri import BUILTIN_SCHEMES, parse_model_uri
 _lock = threading.Lock()
 
 
-def cache_file() -> Path:
+def user_cache_dir() -> Path:
+    """slmops' folder in the user's cache: ``$XDG_CACHE_HOME/slmops`` (else ``~/.cache/...``)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "slmops" / "model-digests.json"
+    return Path(base) / "slmops"
+
+
+def cache_file() -> Path:
+    return user_cache_dir() / "model-digests.json"
 
 
 def weights_path(uri: str) -> Path | None:
@@ -54,7 +59,7 @@ def _stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -107,7 +112,7 @@ def _path_digest(path: Path | None) -> str | None:
             key, stamp = str(file.resolve()), _stamp(file)
             entry = cache.get(key)
             if entry is None or entry.get("stamp") != stamp:
-                entry = {"stamp": stamp, "sha256": _sha256(file)}
+                entry = {"stamp": stamp, "sha256": file_sha256(file)}
                 cache[key] = entry
                 changed = True
             name = file.relative_to(path) if path.is_dir() else file.name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import queue
@@ -220,22 +221,37 @@ def check_json_schema(schema: dict[str, Any]) -> None:
     grammar engine (LLGuidance) cannot enforce. The engine itself does not say so: it decodes
     unconstrained without a word (measured: ``{"type": "objectx"}`` and ``{"not": ...}`` gave
     free text), so schemas are checked here first, by the same LLGuidance."""
+    if not isinstance(schema, dict):
+        raise ModelError(f"a JSON schema is an object, not {type(schema).__name__}")
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (RecursionError, ValueError):
+        raise ModelError("not a usable JSON schema: it nests too deeply") from None
+    problem = _schema_problem(text)
+    if problem:
+        raise ModelError(problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(text: str) -> str | None:
+    """What is wrong with a schema (its JSON text), None when nothing. Cached: the server checks
+    a request's schema before generating and the backend again on the call, and an LLMCall
+    sends the same schema on every call and retry."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
     from llguidance import LLMatcher, grammar_from
 
-    if not isinstance(schema, dict):
-        raise ModelError(f"a JSON schema is an object, not {type(schema).__name__}")
     try:
-        Draft202012Validator.check_schema(schema)
-        problem = LLMatcher.validate_grammar(grammar_from("json_schema", json.dumps(schema)))
+        Draft202012Validator.check_schema(json.loads(text))
+        problem = LLMatcher.validate_grammar(grammar_from("json_schema", text))
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        raise ModelError(f"not a valid JSON schema at {where}: {exc.message}") from None
+        return f"not a valid JSON schema at {where}: {exc.message}"
     except (RecursionError, ValueError):
-        raise ModelError("not a usable JSON schema: it nests too deeply") from None
+        return "not a usable JSON schema: it nests too deeply"
     if problem:
-        raise ModelError(f"JSON schema cannot be turned into a grammar: {problem[:300]}")
+        return f"JSON schema cannot be turned into a grammar: {problem[:300]}"
+    return None
 
 
 class LlamaCppChatModel:

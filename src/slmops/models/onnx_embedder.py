@@ -27,7 +27,6 @@ disk block) is exported again rather than used.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -173,8 +172,9 @@ def _read_json_list(path: Path) -> list[dict[str, Any]]:
 
 def cache_root() -> Path:
     """Where exported graphs live: ``$XDG_CACHE_HOME/slmops/onnx`` (else ``~/.cache/...``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "slmops" / "onnx"
+    from slmops.models.fingerprint import user_cache_dir  # imports loading, which imports us
+
+    return user_cache_dir() / "onnx"
 
 
 def source_digest(folder: Path) -> str:
@@ -196,11 +196,9 @@ def cache_dir_for(folder: str | Path, *, name: str | None = None, root: Path | N
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from slmops.models.fingerprint import file_sha256  # imports loading, which imports us
+
+    return file_sha256(path)
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
