@@ -52,6 +52,7 @@ bench: $(BIN)/python
 	$(BIN)/python bench/bench_stacks.py
 	$(BIN)/python bench/bench_serve.py
 	$(BIN)/python bench/bench_prefix.py
+	$(BIN)/python bench/bench_exactness.py
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_monitor.py
