@@ -160,6 +160,7 @@ def test_bad_json_schemas_are_named():
         ("SLMOPS_LLAMA_SLOTS", "0", "between 1 and 64"),
         ("SLMOPS_LLAMA_CONTEXT", "100", "between 256"),
         ("SLMOPS_PREFIX_REUSE", "maybe", "1 \\(on\\) or 0 \\(off\\)"),
+        ("SLMOPS_LLAMA_KV_TYPE", "q2", "f16, q8_0, q4_0"),
     ],
 )
 def test_engine_settings_from_the_environment_are_checked(monkeypatch, name, value, message):
@@ -172,8 +173,9 @@ def test_engine_settings_defaults_and_switches(monkeypatch):
     assert EngineSettings.from_environment() == EngineSettings()
     monkeypatch.setenv("SLMOPS_LLAMA_SLOTS", "16")
     monkeypatch.setenv("SLMOPS_PREFIX_REUSE", "off")
+    monkeypatch.setenv("SLMOPS_LLAMA_KV_TYPE", "Q8_0")
     settings = EngineSettings.from_environment()
-    assert (settings.slots, settings.prefix_reuse) == (16, False)
+    assert (settings.slots, settings.prefix_reuse, settings.kv_type) == (16, False, "q8_0")
 
 
 @pytest.mark.model
@@ -234,3 +236,12 @@ def test_objects_are_closed_unless_a_schema_opens_them():
     assert closed["properties"]["pick"] == schema["properties"]["pick"]  # data is left alone
     assert closed["$defs"]["Item"]["additionalProperties"] is False
     assert "additionalProperties" not in schema  # the caller's schema is not changed
+
+
+@pytest.mark.model
+def test_a_quantized_kv_cache_runs_with_flash_attention(gguf_path):
+    model = LlamaCppChatModel(
+        gguf_path, settings=EngineSettings(slots=1, context_per_slot=512, kv_type="q8_0")
+    )
+    reply = model.chat(_conversation(QUESTIONS[0]), PARAMS)
+    assert reply.text.strip() and reply.usage.completion_tokens > 0

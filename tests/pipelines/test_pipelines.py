@@ -394,3 +394,26 @@ def test_force_must_name_steps_of_the_pipeline(workspace: Workspace, tmp_path: P
         PipelineRunner(workspace).run(pipeline.spec(), force={"b"})
     with pytest.raises(ConfigError):
         Pipeline("Bad Name")
+
+
+def test_a_run_whose_process_died_shows_as_crashed() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from slmops.pipelines.records import RunRecord
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+
+    def record(status: str, host: str, pid: int) -> RunRecord:
+        return RunRecord(
+            id="r1", pipeline="p", spec={}, status=status, trigger="manual", executor="local",
+            host=host, pid=pid, started_at=0.0, finished_at=None, error=None, steps=[],
+        )  # fmt: skip
+
+    here = socket.gethostname()
+    assert record("running", here, child.pid).state == "crashed"
+    assert record("running", here, os.getpid()).state == "running"
+    assert record("running", "another-host", child.pid).state == "running"  # cannot tell
+    assert record("complete", here, child.pid).state == "complete"

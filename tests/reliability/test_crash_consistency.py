@@ -212,6 +212,11 @@ class JsonlScenario:
         assert result["created"] == (self.new is None), f"{context}: rerun gave {result}"
         self.known = self._found(home)
         assert self.known[expected] == self._content(params["records"]), context
+        # The killed writer's temporary (if any) was swept by the next process to open the
+        # workspace: its owner, named in it, is gone.
+        artifacts = home / "artifacts"
+        leftovers = [*artifacts.glob(".writes/*"), *artifacts.rglob(".*.tmp")]
+        assert leftovers == [], f"{context}: leftovers of the killed write: {leftovers}"
 
 
 # --- prompts -----------------------------------------------------------------------------
@@ -415,6 +420,11 @@ class EvalRunScenario:
             assert runs[run_id]["results"] == results, context
         self.new = [run_id for run_id in runs if run_id not in self.known]
         assert len(self.new) <= 1, f"{context}: several new runs"
+        from slmops.eval.runner import run_state
+
+        for run_id in self.new:  # killed before its end: its process is gone
+            if runs[run_id]["status"] != "complete":
+                assert run_state(runs[run_id]) == "crashed", f"{context}: {runs[run_id]}"
 
     def finish(self, home: Path, params: dict[str, Any], context: str) -> None:
         for run_id in self.new:

@@ -431,6 +431,7 @@ def _execute_on_ray(
     summary, here."""
     from slmops.pipelines.ray_executor import run_eval_cases
 
+    runner.claim(run_id)  # this process drives the run: a kill of it shows as crashed
     done = runner.done_case_ids(run_id)
     pending = [case for case in cases if case.id not in done]
     on_progress(len(done), len(cases))
@@ -494,8 +495,9 @@ def _record_on_models(
 def runs_command(
     limit: int = typer.Option(20, "--limit", "-n"), workspace: Path | None = WorkspaceOption
 ) -> None:
-    """Recent eval runs."""
-    from slmops.eval.runner import list_runs
+    """Recent eval runs. A run whose process is gone (killed, out of memory, a power cut)
+    shows as crashed; finish it with slmops eval run --resume RUN_ID."""
+    from slmops.eval.runner import list_runs, run_state
 
     with open_workspace(workspace) as ws:
         runs = list_runs(ws, limit)
@@ -504,18 +506,42 @@ def runs_command(
         return
     table = Table("stack", "dataset", "status", "started", "cases", "errors")
     table.columns.insert(0, Column("run", no_wrap=True, min_width=12))
+    stopped = []
     for run in runs:
         summary = run["summary"] or {}
+        state = run_state(run)
+        if state in _RESUMABLE:
+            stopped.append(run["id"][:12])
         table.add_row(
             run["id"][:12],
             run["stack"],
             run["dataset"],
-            run["status"],
+            _STATE_STYLES.get(state, "{}").format(state),
             when(run["started_at"]),
             str(summary.get("cases", "")),
             str(summary.get("errors", "")),
         )
     console.print(table)
+    if stopped:
+        console.print(f"Resume a stopped run with: slmops eval run --resume {stopped[0]}")
+
+
+_RESUMABLE = ("crashed", "interrupted")
+_STATE_STYLES = {"crashed": "[red]{}[/]", "interrupted": "[yellow]{}[/]"}
+
+
+def stopped_note(run: dict[str, Any]) -> str | None:
+    """What to say of a run that stopped before its end (crashed or interrupted), else None."""
+    from slmops.eval.runner import run_state
+
+    state = run_state(run)
+    if state not in _RESUMABLE:
+        return None
+    why = "its process is gone" if state == "crashed" else "it was stopped"
+    return (
+        f"run {run['id'][:12]} is {state} ({why}): finish it with: "
+        f"slmops eval run --resume {run['id'][:12]}"
+    )
 
 
 @app.command("compare")
@@ -612,6 +638,9 @@ def report_command(
         record = load_run(ws, run)
         page = render_report(ws, record["id"], compare_with=compare, worst=worst)
         target = html or ws.home / "reports" / f"eval-{record['id'][:12]}.html"
+    note = stopped_note(record)
+    if note:
+        error_console.print(f"[yellow]{note}[/]")
     if record["summary"]:
         print_summary(record["summary"])
     target.parent.mkdir(parents=True, exist_ok=True)

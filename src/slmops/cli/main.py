@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from slmops.cli import (
     batch,
+    clean,
     data,
     evaluate,
     feedback,
@@ -40,6 +41,7 @@ app.command("graph")(graph.graph_command)
 app.command("init")(stacks.init_command)
 app.command("run")(stacks.run_command)
 app.command("batch")(batch.batch_command)
+app.command("clean")(clean.clean_command)
 app.command("chat")(stacks.chat_command)
 app.command("serve")(serve.serve_command)
 app.command("review")(review.review_command)

@@ -47,6 +47,7 @@ _STYLES = {
     "gate_failed": "red",
     "skipped": "dim",
     "interrupted": "yellow",
+    "crashed": "red",
 }
 
 
@@ -259,7 +260,7 @@ def runs_command(
         table.add_row(
             run.id[:12],
             run.pipeline,
-            _status(run.status),
+            _status(run.state),
             run.trigger,
             when(run.started_at),
             took,
@@ -271,7 +272,7 @@ def runs_command(
 def _show_run(run: RunRecord) -> None:
     took = f", {run.finished_at - run.started_at:.1f}s" if run.finished_at else ""
     console.print(
-        f"[bold]Run {run.id}[/] of {run.pipeline}: {_status(run.status)} "
+        f"[bold]Run {run.id}[/] of {run.pipeline}: {_status(run.state)} "
         f"({run.trigger}, {run.executor}, started {when(run.started_at)}{took})"
     )
     if run.error:

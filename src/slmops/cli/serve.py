@@ -38,6 +38,11 @@ def serve_command(
         help="Reuse the KV cache of a prompt's shared prefix (answers stay the same).",
     ),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest request body accepted."),
+    header_timeout: float = typer.Option(
+        10.0,
+        help="Seconds a request's headers may take to arrive; then 408 and the connection "
+        "closes (slow clients holding connections).",
+    ),
     max_tokens: int = typer.Option(2048, help="Largest max_tokens a request may ask for."),
     cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin."),
     canary: str | None = typer.Option(
@@ -82,6 +87,8 @@ def serve_command(
         raise ConfigError("--max-queue must be >= 0, --max-body-bytes and --max-tokens >= 1")
     if follow_interval <= 0:
         raise ConfigError("--follow-interval must be above 0 seconds")
+    if not header_timeout > 0:
+        raise ConfigError("--header-timeout must be above 0 seconds")
     if not 0 <= monitor_share <= 1 or monitor_interval <= 0:
         raise ConfigError("--monitor-share must be within 0-1 and --monitor-interval above 0")
     if ui and cors_origin and not keys:
@@ -108,6 +115,7 @@ def serve_command(
         max_queue=max_queue,
         local_concurrency=parallel,
         max_body_bytes=max_body_bytes,
+        header_timeout_s=header_timeout,
         max_tokens_limit=max_tokens,
         default_max_tokens=min(256, max_tokens),
         cors_origins=tuple(cors_origin),
@@ -123,4 +131,4 @@ def serve_command(
     log.info(
         "serving", extra={"host": host, "port": port, "models": catalog.names(), "auth": bool(keys)}
     )
-    uvicorn.Server(uvicorn_config(app, host, port)).run()
+    uvicorn.Server(uvicorn_config(app, host, port, header_timeout_s=config.header_timeout_s)).run()

@@ -10,7 +10,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from typing import Any, ClassVar, cast
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from opentelemetry import trace as otel_trace
 from pydantic import BaseModel, ValidationError
 
@@ -34,10 +33,12 @@ from slmops.models.base import (
     Usage,
 )
 from slmops.models.loading import load_chat_model
+from slmops.models.templating import BoundedSandbox, render_bounded
 
 # Immutable: a template reads its input; it cannot append to, pop or clear the lists and
-# dicts it is given (a step's passages are the next step's passages too).
-_templates = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# dicts it is given (a step's passages are the next step's passages too). Bounded: a render
+# that runs too long or builds too much text is refused (see slmops.models.templating).
+_templates = BoundedSandbox(undefined=StrictUndefined, autoescape=False)
 _JSON_BLOCK = re.compile(r"\{.*\}|\[.*\]", re.DOTALL)
 
 
@@ -201,17 +202,20 @@ class LLMCall(Step[Any, Any]):
             messages = []
             if self._system_template is not None:
                 messages.append(
-                    ChatMessage(role="system", content=self._system_template.render(context))
+                    ChatMessage(
+                        role="system", content=render_bounded(self._system_template, context)
+                    )
                 )
-            user = self._user_template.render(context)
+            user = render_bounded(self._user_template, context)
         except TemplateError as exc:
             raise StepInputError(
                 f"prompt cannot be rendered: {exc}", path=current_step_path()
             ) from exc
         except Exception as exc:
             # A template is code: {{ 1 / 0 }} raises ZeroDivisionError, {{ question + 1 }}
-            # TypeError, {{ 'a' * 10**12 }} MemoryError, all as Python, not Jinja, errors.
-            # Each is the prompt's fault for this input, like an undefined variable.
+            # TypeError, both as Python, not Jinja, errors. Each is the prompt's fault for
+            # this input, like an undefined variable. (A render over the limits on time or
+            # size raises TemplateLimitError, a TemplateError: handled above.)
             raise StepInputError(
                 f"prompt cannot be rendered: {type(exc).__name__}: {exc}",
                 path=current_step_path(),

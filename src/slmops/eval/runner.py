@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -26,7 +28,7 @@ from slmops.apps.helpers import OWASP
 from slmops.apps.stack import Stack, to_plain
 from slmops.core.runtime import Runtime, resolving_in, use_runtime
 from slmops.data.corpus import corpora_for
-from slmops.errors import NotFoundError, SlmopsError
+from slmops.errors import ConfigError, NotFoundError, SlmopsError
 from slmops.eval.datasets import Datasets, EvalCase
 from slmops.eval.metrics import (
     MRR,
@@ -48,6 +50,7 @@ from slmops.eval.metrics import (
 )
 from slmops.models.loading import load_embedder
 from slmops.models.resolvers import resolve_uri
+from slmops.store.owners import Owner, machine_id, owner_gone
 from slmops.store.schema import eval_results, eval_runs
 from slmops.store.traces import get_trace, token_usage
 from slmops.store.workspace import Workspace
@@ -135,11 +138,38 @@ class EvalRun:
                         "concurrency": concurrency,
                         "judge": judge,
                         "models": models or {},
+                        "process": _this_process(),
                     },
                     summary={},
                 )
             )
         return run_id
+
+    def claim(self, run_id: str) -> None:
+        """Mark the run ``running`` in this process (a resume takes it over): its record names
+        this process, so a later kill of this one shows as ``crashed`` too. Refused while the
+        process that runs it now is alive on this machine."""
+        with self.workspace.engine.begin() as connection:
+            row = connection.execute(
+                select(eval_runs.c.status, eval_runs.c.config).where(eval_runs.c.id == run_id)
+            ).one_or_none()
+            if row is None:
+                raise NotFoundError(f"no eval run with id {run_id!r}")
+            config = dict(row.config or {})
+            process = config.get("process") or {}
+            if run_state({"status": row.status, "config": config}) == "running":
+                owner = _owner(process)
+                if owner is not None and owner.local and owner.pid != os.getpid():
+                    raise ConfigError(
+                        f"eval run {run_id[:12]} is still running (process {owner.pid} on "
+                        f"{process.get('host', 'this host')})"
+                    )
+            config["process"] = _this_process()
+            connection.execute(
+                update(eval_runs)
+                .where(eval_runs.c.id == run_id)
+                .values(status="running", finished_at=None, config=config)
+            )
 
     def done_case_ids(self, run_id: str) -> set[str]:
         with self.workspace.engine.connect() as connection:
@@ -210,7 +240,9 @@ class EvalRun:
         concurrency: int = 4,
         on_progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Run the cases without a result yet; returns the run's summary."""
+        """Run the cases without a result yet; returns the run's summary. The run is
+        claimed by this process first (see :meth:`claim`)."""
+        self.claim(run_id)
         done = self.done_case_ids(run_id)
         pending = [c for c in cases if c.id not in done]
         finished = len(cases) - len(pending)
@@ -368,6 +400,29 @@ def _means(rows: Sequence[dict[str, Any]], metric_keys: Sequence[str]) -> dict[s
         scores = [row["scores"][key] for row in rows if row["scores"].get(key) is not None]
         means[key] = {"mean": sum(scores) / len(scores) if scores else None, "cases": len(scores)}
     return means
+
+
+def _this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "machine": machine_id(), "pid": os.getpid()}
+
+
+def _owner(process: Mapping[str, Any]) -> Owner | None:
+    try:
+        return Owner(int(process["pid"]), str(process["machine"]))
+    except (KeyError, TypeError, ValueError):
+        return None  # a run recorded before runs named their process
+
+
+def run_state(run: Mapping[str, Any]) -> str:
+    """A run's status as recorded (running, complete, interrupted), or ``crashed``: marked
+    running, but the process that ran it is gone from this machine (``kill -9``, out of
+    memory, a power cut). A run on another machine, or recorded before runs named their
+    process, cannot be checked and shows as recorded."""
+    status = str(run["status"])
+    if status != "running":
+        return status
+    owner = _owner((run.get("config") or {}).get("process") or {})
+    return "crashed" if owner is not None and owner_gone(owner) else status
 
 
 def load_run(workspace: Workspace, run_id: str) -> dict[str, Any]:

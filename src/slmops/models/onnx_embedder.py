@@ -27,6 +27,7 @@ disk block) is exported again rather than used.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -434,15 +435,17 @@ class OnnxEmbedder:
         threads: int | None = None,
     ) -> None:
         try:
-            import onnxruntime
             from tokenizers import Tokenizer
         except ImportError as exc:
+            raise OnnxUnsupportedError(f"the ONNX backend needs tokenizers: {exc}") from exc
+        if importlib.util.find_spec("onnxruntime") is None:  # imported when first used
             raise OnnxUnsupportedError(
-                f"the ONNX backend needs onnxruntime and tokenizers: {exc}"
-            ) from exc
+                "the ONNX backend needs onnxruntime: pip install onnxruntime"
+            )
         self._pipeline = pipeline = read_pipeline(folder)
         self._uri = uri or f"st:{pipeline.folder}"
         self._variant = variant
+        checked = graph is None
         if graph is None:
             graph = ensure_graph(pipeline.folder, variant, name=name, cache_root_dir=cache_root_dir)
         self.graph = graph
@@ -461,20 +464,16 @@ class OnnxEmbedder:
         padding = json.loads(Path(tokenizer_file).read_text(encoding="utf-8")).get("padding")
         self._pad_id = int((padding or {}).get("pad_id", 0))
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: no warnings about unused initialisers
-        try:
-            self._session = onnxruntime.InferenceSession(
-                str(graph), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime's own exception types: a bad or missing file
-            raise ModelError(f"cannot load the ONNX graph {graph}: {exc}") from exc
-        self._inputs = [i.name for i in self._session.get_inputs()]
+        self._threads = threads or default_threads()
+        # The session (the graph's weights and onnxruntime's arenas, ~180 MB for MiniLM) is
+        # made by the first embedding call, not here: a server or a command that may never
+        # embed starts sooner and smaller. A cached graph's SHA-256 was checked above, so a
+        # damaged file is still found now; a graph given by the caller is opened now.
+        self._session: Any = None
+        self._inputs: list[str] = []
         self._lock = threading.Lock()
+        if not checked:
+            self._open_session()
 
     @property
     def uri(self) -> str:
@@ -527,8 +526,29 @@ class OnnxEmbedder:
             types[row, :n] = encoding.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         with self._lock:
-            (tokens,) = self._session.run(None, {n: feeds[n] for n in self._inputs})
+            session = self._session or self._open_session()
+            (tokens,) = session.run(None, {n: feeds[n] for n in self._inputs})
         return _normalize(_pool(np.asarray(tokens, dtype=np.float32), mask, self._pipeline.pooling))
+
+    def _open_session(self) -> Any:
+        """The inference session, made on first use (called under the lock)."""
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: no warnings about unused initialisers
+        try:
+            session = onnxruntime.InferenceSession(
+                str(self.graph), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's own exception types: a bad or missing file
+            raise ModelError(f"cannot load the ONNX graph {self.graph}: {exc}") from exc
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._session = session
+        return session
 
     def count_tokens(self, text: str) -> int:
         if not isinstance(text, str):

@@ -61,6 +61,12 @@ class RunRecord:
     def step(self, name: str) -> StepRecord | None:
         return next((s for s in self.steps if s.step == name), None)
 
+    @property
+    def state(self) -> str:
+        """The status as recorded, or ``crashed``: marked running, but its process is gone
+        from this machine (``kill -9``, out of memory, a power cut); resume it."""
+        return "crashed" if self.status == "running" and not self.alive() else self.status
+
     def alive(self) -> bool:
         """Whether the process running it may still be there: on this host, whether its pid
         lives; on another host, assumed (it cannot be checked from here)."""

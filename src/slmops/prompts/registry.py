@@ -14,19 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from slmops.core.llm_call import LLMCall
 from slmops.errors import BusyError, NotFoundError, SlmopsError
+from slmops.models.templating import BoundedSandbox
 from slmops.store.names import name_problem, tag_problem
 from slmops.store.refs import select_version, split_ref
 from slmops.store.schema import prompt_tags, prompts
 from slmops.store.versioning import add_version, insert_version
 from slmops.store.workspace import Workspace
 
-_parser = SandboxedEnvironment()
+# The environment LLM calls render with, so a template compiles here as it will there (a
+# plain one would fold constants such as {{ 10**10**10 }} at compile time, and hang).
+_parser = BoundedSandbox()
 _TAG_ATTEMPTS = 5
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from slmops.registry.cards import render_card
 from slmops.registry.store import ModelRegistry, ModelVersion
+from slmops.store.debris import scratch_prefix
 from slmops.train.export import RunExporter
 from slmops.train.runs import Training, read_run_file
 
@@ -33,7 +34,10 @@ def register_run(
     workspace = registry.workspace
     run = Training(workspace, registry.tracker).run(run_id)
     spec = read_run_file(workspace, run.run_id)
-    with tempfile.TemporaryDirectory(dir=workspace.home) as scratch:
+    # Named for this process: if it is killed, the next one to open the workspace removes it.
+    with tempfile.TemporaryDirectory(
+        dir=workspace.scratch_dir(), prefix=scratch_prefix()
+    ) as scratch:
         suffix = "" if fmt == "hf" else ".gguf"
         exported = RunExporter(workspace, run.run_id).export(fmt, Path(scratch) / f"m{suffix}")
         lineage = spec["dataset"].get("lineage", {})

@@ -11,11 +11,11 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -39,6 +39,7 @@ from slmops.models.resolvers import redirected
 from slmops.models.uri import parse_model_uri
 from slmops.monitor.feedback import FeedbackError, FeedbackIn, parse_feedback, record_feedback
 from slmops.serve.admission import Admission, QueueFullError
+from slmops.serve.connections import DEFAULT_HEADER_TIMEOUT_S
 from slmops.serve.errors import (
     APIError,
     BodyError,
@@ -89,6 +90,7 @@ from slmops.serve.structured import (
 )
 
 log = logging.getLogger("slmops.serve")
+T = TypeVar("T")
 
 
 @dataclass
@@ -98,6 +100,9 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     max_header_bytes: int = 32_768  # all request headers together
     body_timeout_s: float = 30.0  # a body must arrive whole within this (a trickle is refused)
+    # a request's headers must arrive whole within this (slowloris), or 408 and the connection
+    # closes; None: no limit. Enforced by uvicorn's protocol (serve/connections.py), not the app.
+    header_timeout_s: float | None = DEFAULT_HEADER_TIMEOUT_S
     max_tokens_limit: int = 2048
     default_max_tokens: int = 256
     cors_origins: tuple[str, ...] = ()
@@ -257,7 +262,7 @@ _REASONS = {
     400: "a request this server cannot take as given (the error names the parameter)",
     401: "a missing or wrong API key",
     404: "a model (or trace) that is not served here",
-    408: "a body that did not arrive in time",
+    408: "a request (headers or body) that did not arrive in time",
     413: "a body over the size limit",
     415: "a body that is not JSON",
     429: "the waiting line is full (see Retry-After)",
@@ -620,13 +625,19 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             ) from None
         report = Generation()
 
-        async def routed(into: Generation) -> AsyncIterator[Piece]:
+        async def routed(into: Generation) -> AsyncGenerator[Piece, None]:
             # a canary request resolves the model's aliases to the challenger, in this
             # request's context only
             with canary_for(config.canary, followed, chooser) as chosen:
                 into.canary = chosen
-                async for piece in produce(into):
-                    yield piece
+                pieces = produce(into)
+                try:
+                    async for piece in pieces:
+                        yield piece
+                finally:  # closed with this stream: a client that leaves stops the model
+                    close = getattr(pieces, "aclose", None)
+                    if close is not None:
+                        await close()
 
         def shadow_of(primary: Generation) -> None:
             """Run the request again on the shadow version, after the answer, for the
@@ -687,36 +698,88 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             return JSONResponse(build(report), headers=headers)
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        # Streamed, the generation runs in a task of its own, so that every step of it runs in
+        # one context (the runtime and a canary's redirects are entered and left there), and
+        # the first piece is awaited before any header is sent: a request that fails before
+        # it (bad input, a context overflow, a failing step) is answered with its own status
+        # and OpenAI's error body, as it would be unstreamed.
+        handoff: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
+        delivered = asyncio.Event()  # the answer (or its error) went out: the slot may go
 
-        async def events() -> AsyncIterator[str]:
+        async def generate() -> None:
+            """The generation, handing its pieces over one by one; then, once the answer is
+            out, the slot is released and the request accounted, once, whatever happened."""
             status = "200"
             try:
-                with use_runtime(runtime):
-                    first = True
-                    async for piece in routed(report):
-                        event = chunk(piece, report, None)
-                        if first and endpoint == "chat":  # OpenAI's first delta names the role
-                            event["choices"][0]["delta"]["role"] = "assistant"
-                        first = False
-                        yield _sse(event)
-                    final = chunk("", report, report.finish_reason)
-                    if include_usage:
-                        final["usage"] = usage_body(report.prompt_tokens, report.completion_tokens)
-                    yield _sse(final)
-                    yield "data: [DONE]\n\n"
-            except (asyncio.CancelledError, GeneratorExit):
+                try:
+                    with use_runtime(runtime):
+                        async with aclosing(routed(report)) as pieces:
+                            async for piece in pieces:
+                                await handoff.put(("piece", piece))
+                except Exception as exc:
+                    status = _status_of(exc)
+                    await handoff.put(("error", exc))
+                else:
+                    await handoff.put(("end", None))
+                await delivered.wait()
+            except asyncio.CancelledError:
                 status = "499"  # the client went away; generation was stopped
                 raise
-            except Exception as exc:  # headers are sent: report the error in the stream
-                status = _status_of(exc)
-                yield _sse(_as_api_error(exc).body())
             finally:
                 await lease.__aexit__(None, None, None)
                 request.state.trace_id = report.trace_id
                 account(status)
 
-        return StreamingResponse(
+        producer = asyncio.create_task(generate())
+
+        def abandon() -> None:
+            """The answer will not go out whole (the client left, or the stream ended early):
+            stop the generation, which then releases its slot."""
+            if not delivered.is_set():
+                producer.cancel()
+
+        try:
+            kind, first = await _unless_disconnected(request, handoff.get())
+        except asyncio.CancelledError as gone:  # the client left before the first piece
+            abandon()
+            await asyncio.wait({producer})
+            raise _as_api_error(gone) from None
+        if kind == "error":  # no header sent yet: answered as it would be unstreamed
+            delivered.set()
+            await asyncio.wait({producer})
+            raise _as_api_error(first) from first
+
+        async def events() -> AsyncIterator[str]:
+            kind_now, value, opening = kind, first, True
+            try:
+                while True:
+                    if kind_now == "piece":
+                        event = chunk(value, report, None)
+                        if opening and endpoint == "chat":  # OpenAI's first delta names the role
+                            event["choices"][0]["delta"]["role"] = "assistant"
+                        opening = False
+                        yield _sse(event)
+                    elif kind_now == "end":
+                        final = chunk("", report, report.finish_reason)
+                        if include_usage:
+                            final["usage"] = usage_body(
+                                report.prompt_tokens, report.completion_tokens
+                            )
+                        yield _sse(final)
+                        yield "data: [DONE]\n\n"
+                        break
+                    else:  # headers are sent: report the error in the stream
+                        yield _sse(_as_api_error(value).body())
+                        break
+                    kind_now, value = await handoff.get()
+                delivered.set()
+            finally:
+                abandon()  # (unless delivered)
+            await asyncio.wait({producer})  # accounted and its slot released, before the end
+
+        return _EventStream(
             events(),
+            on_close=abandon,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -830,8 +893,8 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
         def produce(report: Generation) -> AsyncIterator[Piece]:
             generated = stream_completion(model, prompt, params, request_id, report)
-            # streamed, the prompt is echoed as the first piece; whole, by build()
-            return _after(prompt, generated) if body.echo and body.stream else generated
+            # streamed, the prompt is echoed with the first piece; whole, by build()
+            return _prefixed(prompt, generated) if body.echo and body.stream else generated
 
         def build(report: Generation) -> dict[str, Any]:
             text = prompt + report.text if body.echo else report.text
@@ -1100,17 +1163,37 @@ def _encode(vector: Any, encoding: str) -> list[float] | str:
     return [float(x) for x in vector]
 
 
+class _EventStream(StreamingResponse):
+    """Server-sent events; ``on_close`` runs when the response ends, however it ends (sent
+    whole, the client gone, or never sent at all)."""
+
+    def __init__(
+        self, content: AsyncIterator[str], *, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
 def _sse(event: dict[str, Any]) -> str:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
-async def _after(first: str, pieces: AsyncIterator[str]) -> AsyncIterator[str]:
-    """``first``, then ``pieces`` (closed with this stream, so a client that leaves stops
-    the model)."""
-    yield first
+async def _prefixed(prefix: str, pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``pieces``, the first with ``prefix`` before it (``prefix`` alone when there is none):
+    a model that fails before its first token still fails before anything is sent. Closed
+    with this stream, so a client that leaves stops the model."""
     try:
         async for piece in pieces:
-            yield piece
+            yield prefix + piece
+            prefix = ""
+        if prefix:
+            yield prefix
     finally:
         close = getattr(pieces, "aclose", None)
         if close is not None:
@@ -1122,15 +1205,19 @@ async def _drain(pieces: AsyncIterator[Piece]) -> None:
         pass
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[None]) -> None:
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Run ``work``; if the client disconnects first, cancel it (which stops the model)."""
     task = asyncio.ensure_future(work)
-    while not task.done():
-        done, _ = await asyncio.wait({task}, timeout=0.25)
-        if not done and await request.is_disconnected():
-            task.cancel()
-            break
-    await task
+    try:
+        while not task.done():
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if not done and await request.is_disconnected():
+                task.cancel()
+                break
+    except BaseException:  # this request was cancelled itself (a shutdown): so is its work
+        task.cancel()
+        raise
+    return await task
 
 
 def _status_of(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from slmops.core.runtime import Runtime
 from slmops.errors import ConfigError
 from slmops.models.loading import load_chat_model, load_embedder
 from slmops.serve.app import Catalog, ServeConfig, create_app
+from slmops.serve.connections import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 from slmops.serve.following import AliasFollower, FollowedChatModel, follows, resolvable
 from slmops.store.workspace import Workspace
 
@@ -71,8 +72,16 @@ def read_keys_file(path: Path) -> list[str]:
 
 
 def uvicorn_config(
-    app: object, host: str, port: int, *, log_config: object = None
+    app: object,
+    host: str,
+    port: int,
+    *,
+    log_config: object = None,
+    header_timeout_s: float | None = DEFAULT_HEADER_TIMEOUT_S,
 ) -> uvicorn.Config:
+    """uvicorn's settings; ``header_timeout_s``: how long a request's headers may take to
+    arrive before the connection is answered 408 and closed (None: no limit, uvicorn's own
+    protocol)."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
@@ -81,6 +90,7 @@ def uvicorn_config(
         access_log=False,
         timeout_graceful_shutdown=30,  # finish in-flight requests, then end them cleanly
         lifespan="on",
+        http="auto" if header_timeout_s is None else header_timeout_protocol(header_timeout_s),
     )
 
 
@@ -90,7 +100,10 @@ def running_server(
 ) -> Iterator[str]:
     """A server on 127.0.0.1:port in a background thread (for tests and benchmarks);
     yields its base URL and shuts it down gracefully afterwards."""
-    server = uvicorn.Server(uvicorn_config(create_app(catalog, runtime, config), "127.0.0.1", port))
+    app = create_app(catalog, runtime, config)
+    server = uvicorn.Server(
+        uvicorn_config(app, "127.0.0.1", port, header_timeout_s=config.header_timeout_s)
+    )
     thread = threading.Thread(target=server.run, name="slmops-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -23,6 +23,7 @@ _TOML_ONLY = frozenset({"redact_patterns"})
 EmbedderBackend = Literal["onnx", "onnx-int8", "torch"]
 EMBEDDER_BACKENDS: tuple[EmbedderBackend, ...] = get_args(EmbedderBackend)
 DEFAULT_EMBEDDER_BACKEND: EmbedderBackend = "onnx"
+SqliteSynchronous = Literal["full", "normal"]
 
 
 class Settings(BaseModel):
@@ -49,6 +50,15 @@ class Settings(BaseModel):
     cosine ~0.98 of fp32) or ``torch`` (sentence-transformers). The embedder URI, which
     corpora record, is the same for all three: fp32 ONNX and torch vectors are
     interchangeable. ``SLMOPS_EMBEDDER_BACKEND`` overrides it."""
+    sqlite_synchronous: SqliteSynchronous = "normal"
+    """How the SQLite metadata database (WAL mode) syncs its commits. ``normal`` (the
+    default) syncs the log at checkpoints only: a crash or ``kill -9`` of slmops loses no
+    commit, but a power cut or OS crash can lose the last commits before it (the database
+    stays consistent; a lost eval result is rerun by ``--resume``, a lost version is added
+    again). ``full`` fsyncs the log at every commit, so whatever a command reported
+    committed survives a power cut too, at ~4-5 ms per commit instead of ~0.1-0.3 ms (a
+    stored trace: 0.25 -> 4.9 ms; an eval dataset version: 9 -> 14 ms, on a virtual disk).
+    ``SLMOPS_SQLITE_SYNCHRONOUS`` overrides it; a ``database_url`` server is not affected."""
     redact: tuple[str, ...] = ()
     """What to remove from prompts and answers before traces (and feedback) are stored or
     exported: any of ``email``, ``phone``, ``api_key``; each match becomes
@@ -64,6 +74,11 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("redis://", "rediss://", "sql")):
             raise ValueError("must be unset, 'sql' or a redis:// URL")
         return value
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower_synchronous(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("redact")
     @classmethod

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from slmops.errors import BusyError, WorkspaceError
-from slmops.store.artifacts import ArtifactStore
+from slmops.store import debris
+from slmops.store.artifacts import ArtifactStore, Swept
 from slmops.store.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -32,24 +33,31 @@ def resolve_home(home: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (the CLI, a server) work while a run writes; NORMAL sync is durable
-    # across application crashes, which is the failure that matters here.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    """The pragmas of every SQLite connection. WAL lets readers (the CLI, a server) work
+    while a run writes. ``synchronous`` (the ``sqlite_synchronous`` setting): FULL fsyncs
+    the log at each commit, durable across power cuts; NORMAL only across crashes of the
+    application (see :attr:`Settings.sqlite_synchronous` for the cost)."""
+    pragma = {"full": "FULL", "normal": "NORMAL"}[synchronous]
+
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={pragma}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    return apply
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, synchronous: str = "normal") -> Engine:
     try:
         engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise WorkspaceError(f"database URL {url!r} cannot be used: {exc}") from exc
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
     return engine
 
 
@@ -124,12 +132,33 @@ class Workspace:
         except OSError as exc:
             raise WorkspaceError(f"workspace folder {path} cannot be created: {exc}") from exc
         settings = load_settings(path)
-        engine = _create_engine(settings.database_url or f"sqlite:///{path / 'slmops.db'}")
+        engine = _create_engine(
+            settings.database_url or f"sqlite:///{path / 'slmops.db'}",
+            settings.sqlite_synchronous,
+        )
         artifacts = ArtifactStore(settings.artifacts_url or str(path / "artifacts"))
         workspace = cls(path, settings, engine, artifacts)
         if migrate:
             workspace.migrate()
+        workspace.sweep_debris()
         return workspace
+
+    def scratch_dir(self) -> Path:
+        """Where to make scratch folders, named with :func:`debris.scratch_prefix`
+        (``tempfile.TemporaryDirectory(dir=ws.scratch_dir(), prefix=scratch_prefix())``):
+        what a killed process leaves there is swept by the next one to open the workspace."""
+        return debris.scratch_dir(self.home)
+
+    def sweep_debris(self, *, deep: bool = False, max_age_s: float = debris.MAX_AGE_S) -> Swept:
+        """Remove what killed writers left (scratch folders, temporary artifacts): at once
+        when their process is gone from this machine, after ``max_age_s`` when it cannot be
+        checked from here. Every open does the cheap part (two folder listings); ``deep``
+        walks the workspace and the artifact store for older kinds of leftovers too. Never
+        fails the caller: what cannot be removed is kept (and listed as kept)."""
+        try:
+            return debris.sweep(self.home, self.artifacts, deep=deep, max_age_s=max_age_s)
+        except OSError:
+            return Swept()
 
     def schema_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

@@ -17,7 +17,7 @@ from slmops.errors import ConfigError, SlmopsError
 from slmops.eval.compare import PASS, compare_runs
 from slmops.eval.datasets import Datasets, DatasetVersion
 from slmops.eval.report import Bar, histogram
-from slmops.eval.runner import list_runs, load_results, load_run, summarize
+from slmops.eval.runner import list_runs, load_results, load_run, run_state, summarize
 
 if TYPE_CHECKING:
     from slmops.ui.app import Console
@@ -193,7 +193,8 @@ def router(console: Console) -> APIRouter:
             raise ConfigError(f"per_page: {per_page} is not between 1 and {MAX_PAGE_SIZE}")
         skip = (page - 1) * per_page
         runs = list_runs(workspace, skip + per_page + 1)  # one more: is there a next page?
-        shown = runs[skip : skip + per_page]
+        # a run whose process died shows as crashed, not running (as in `eval runs`)
+        shown = [{**run, "status": run_state(run)} for run in runs[skip : skip + per_page]]
         if page > 1 and not shown:
             raise ConfigError(f"page: there is no page {page} of eval runs")
         complete = [run["id"] for run in shown if run["status"] == "complete"]
