@@ -6,7 +6,10 @@ and which heavy libraries the command loaded. The baseline is another version of
 --before REF checks REF out into a temporary git worktree (removed afterwards) and runs the
 same commands with PYTHONPATH at its src/; --before PATH uses a src/ folder as it is.
 
-Run: python bench/bench_cli.py [--before HEAD] [--runs 5] [--no-model]
+Bytecode caches are used as an installed package uses them: PYTHONDONTWRITEBYTECODE, if the
+shell sets it, is dropped for the timed processes unless --no-bytecode.
+
+Run: python bench/bench_cli.py [--before HEAD] [--runs 5] [--no-model] [--no-bytecode]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ COMMANDS = [
     ["data", "list"],
     ["model", "list"],
 ]
+KEEP_NO_BYTECODE = False  # --no-bytecode: compile the sources in every run, as without caches
 # What the `slmops` script does (pyproject [project.scripts]: slmops.cli.main:main).
 RUN = "import sys; sys.argv[0] = 'slmops'; from slmops.cli.main import main; main()"
 # The same, reporting on stderr which heavy libraries were loaded when the process ends.
@@ -63,6 +67,10 @@ def run(
     src: Path, home: Path, args: list[str], code: str = RUN
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(src), "SLMOPS_HOME": str(home), "COLUMNS": "120"}
+    if not KEEP_NO_BYTECODE:
+        # Set in some shells and containers: every run would compile every slmops module
+        # again (an installed package has its bytecode; a checkout writes it on first run).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
     )
@@ -119,7 +127,14 @@ def main() -> None:
     parser.add_argument("--before", help="baseline: a git ref (e.g. HEAD) or a src/ folder")
     parser.add_argument("--runs", type=int, default=5, help="timed processes per command")
     parser.add_argument("--no-model", action="store_true", help="skip 'model list' (MLflow)")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE if set (each run then compiles the sources again)",
+    )
     options = parser.parse_args()
+    global KEEP_NO_BYTECODE
+    KEEP_NO_BYTECODE = options.no_bytecode
     commands = [c for c in COMMANDS if not (options.no_model and c[:1] == ["model"])]
 
     with baseline(options.before) as before_src, tempfile.TemporaryDirectory() as tmp:
@@ -134,8 +149,10 @@ def main() -> None:
                 raise SystemExit(f"cannot make a workspace with {src}:\n{made.stderr[-2000:]}")
 
         print(f"slmops CLI start-up: median of {options.runs} fresh processes, seconds")
+        bytecode = "off" if KEEP_NO_BYTECODE and os.environ.get("PYTHONDONTWRITEBYTECODE") else "on"
         print(
-            f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+            f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
+            f"{os.getloadavg()[0]:.1f}, bytecode caches {bytecode}"
         )
         header = "".join(
             f"{name + ' ' + kind:>13}" for kind in ("wall", "cpu") for name in variants

@@ -1,9 +1,11 @@
 """The CLI starts without loading what a command does not use (timings: bench/bench_cli.py).
 
-Help, ``trace list`` and ``data list`` run in fresh processes, which then report the modules
-they loaded; opening a workspace already at the newest schema asks nothing of Alembic, and a
-newer shipped migration is applied all the same. The values that building the help copies
-from the library (slmops/cli/choices.py, the training options' help) are checked against it.
+Help, ``trace list``, ``data list`` and ``model list`` run in fresh processes, which then
+report the modules they loaded; opening a workspace already at the newest schema asks nothing
+of Alembic, and a newer shipped migration is applied all the same. ``model list`` reads the
+workspace's MLflow file without MLflow (tests/registry/test_listing.py: the same rows). The
+values that building the help copies from the library (slmops/cli/choices.py, the training
+options' help) are checked against it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ print(json.dumps(sorted(sys.modules)))
 
 def loaded_by(*commands: list[str], home: Path) -> set[str]:
     """The top-level packages loaded by running ``commands`` in one fresh process."""
+    return {name.split(".")[0] for name in modules_loaded_by(*commands, home=home)}
+
+
+def modules_loaded_by(*commands: list[str], home: Path) -> set[str]:
+    """The modules loaded by running ``commands`` in one fresh process."""
     env = {**os.environ, "SLMOPS_HOME": str(home), "COLUMNS": "120"}
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(list(commands))],
@@ -73,7 +80,7 @@ def loaded_by(*commands: list[str], home: Path) -> set[str]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return {name.split(".")[0] for name in json.loads(result.stdout.splitlines()[-1])}
+    return set(json.loads(result.stdout.splitlines()[-1]))
 
 
 def test_help_of_every_command_loads_no_heavy_library(tmp_path):
@@ -84,7 +91,7 @@ def test_help_of_every_command_loads_no_heavy_library(tmp_path):
     assert not (tmp_path / "help-home").exists()  # help opens no workspace
 
 
-@pytest.mark.parametrize("group", ["trace", "data"])
+@pytest.mark.parametrize("group", ["trace", "data", "model"])
 def test_listing_loads_only_the_database_layer(tmp_path, group):
     home = tmp_path / "fresh"
     first = loaded_by([group, "list"], home=home)  # creates the workspace: migrates it
@@ -92,7 +99,32 @@ def test_listing_loads_only_the_database_layer(tmp_path, group):
     again = loaded_by([group, "list"], home=home)
     assert again & {*HEAVY, "numpy", "mlflow"} == set()
     assert "alembic" not in again  # the schema is at head: Alembic is not even imported
-    assert "sqlalchemy" in again
+    # ... and the default SQLite file is read with the standard library (cli/common.py:
+    # read_database): neither SQLAlchemy nor the artifact store's fsspec
+    assert again & {"sqlalchemy", "fsspec"} == set()
+
+
+def test_listings_load_no_library_code_they_do_not_show(tmp_path, mlflow_template):
+    """``data list`` reads the corpus catalogue, not through slmops.data (chunkers, document
+    loaders, the model modules); ``model list`` reads a registry with versions and aliases
+    from the MLflow file, importing neither MLflow nor slmops.models."""
+    from slmops.registry.store import URI_TAG, ModelRegistry
+
+    home = tmp_path / "listed"
+    home.mkdir()
+    shutil.copy(mlflow_template, home / "mlflow.db")
+    with Workspace.open(home) as ws:
+        registry = ModelRegistry(ws)
+        registry._ensure_model("handbook")
+        for number in (1, 2):
+            registry.client.create_model_version(
+                "handbook", f"file:///m/{number}", tags={URI_TAG: f"gguf:/m/{number}.gguf"}
+            )
+        registry.set_alias(name="handbook", alias="champion", version=1)
+    modules = modules_loaded_by(["data", "list"], ["model", "list"], home=home)
+    tops = {name.split(".")[0] for name in modules}
+    assert tops & {*HEAVY, "numpy", "mlflow", "alembic", "sqlalchemy"} == set()
+    assert not any(name.startswith(("slmops.data", "slmops.models")) for name in modules)
 
 
 def test_shipped_head_is_alembics_head():

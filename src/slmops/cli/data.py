@@ -20,6 +20,7 @@ from slmops.cli.common import (
     check_executor,
     console,
     open_workspace,
+    read_database,
     when,
 )
 
@@ -185,22 +186,39 @@ def search_command(
 @app.command("list")
 def list_command(workspace: Path | None = WorkspaceOption) -> None:
     """List corpora with their latest and checked-out versions."""
-    from slmops.data.corpus import corpora_for
+    with read_database(workspace) as quick:
+        if quick is not None:
+            rows = [tuple(row) for row in quick.db.execute(CORPUS_ROWS)]
+    if quick is None:
+        from sqlalchemy import text
 
-    with open_workspace(workspace) as ws:
-        corpora = corpora_for(ws)
-        table = Table("corpus", "latest", "checked out", "chunks", "embedder")
-        for name in corpora.names():
-            info, log = corpora.info(name), corpora.log(name)
-            latest = log[0] if log else None
-            table.add_row(
-                name,
-                str(latest.version if latest else "-"),
-                str(info["checked_out"] or "latest"),
-                str(latest.chunks if latest else 0),
-                info["embedder"],
-            )
+        with open_workspace(workspace) as ws, ws.engine.connect() as connection:
+            rows = [tuple(row) for row in connection.execute(text(CORPUS_ROWS))]
+    table = Table("corpus", "latest", "checked out", "chunks", "embedder")
+    for name, checked_out, embedder, latest, chunks in rows:
+        table.add_row(
+            name,
+            str(latest if latest is not None else "-"),
+            str(checked_out or "latest"),
+            str(chunks if latest is not None else 0),
+            embedder,
+        )
     console.print(table if table.rows else "No corpora yet: slmops data ingest PATH --corpus NAME")
+
+
+CORPUS_ROWS = """
+SELECT c.name, c.checked_out, c.embedder, v.version, v.chunks
+FROM corpora c
+LEFT JOIN (
+    SELECT corpus, MAX(version) AS version FROM corpus_versions GROUP BY corpus
+) newest ON newest.corpus = c.name
+LEFT JOIN corpus_versions v ON v.corpus = newest.corpus AND v.version = newest.version
+ORDER BY c.name
+"""
+"""(name, checked-out version, embedder, latest version, its chunks) of every corpus, by
+name: what ``Corpora.names``, ``info`` and ``log`` tell ``data list``, in one query of the
+catalogue tables (plain SQL: SQLite through :func:`read_database`, any other database
+through SQLAlchemy), without importing slmops.data (its chunkers, loaders, model modules)."""
 
 
 @app.command("log")

@@ -12,7 +12,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from slmops.cli.common import WorkspaceOption, console, error_console, open_workspace, when
+from slmops.cli.common import (
+    WorkspaceOption,
+    console,
+    error_console,
+    open_workspace,
+    read_database,
+    when,
+)
 from slmops.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -58,15 +65,14 @@ def register_command(
 @app.command("list")
 def list_command(workspace: Path | None = WorkspaceOption) -> None:
     """Registered models: latest version and aliases."""
-    from slmops.registry.store import ModelRegistry
+    # From the workspace's own MLflow file when it can be, without importing MLflow.
+    from slmops.registry.listing import list_local_models, list_models
 
-    with open_workspace(workspace) as ws:
-        registry = ModelRegistry(ws)
-        rows = []
-        for name in registry.names():
-            versions = registry.versions(name)
-            aliases = registry.aliases(name)
-            rows.append((name, versions, aliases))
+    with read_database(workspace) as quick:
+        rows = list_local_models(quick.home, quick.settings) if quick is not None else None
+    if rows is None:
+        with open_workspace(workspace) as ws:
+            rows = list_models(ws)
     if not rows:
         console.print("No registered models yet: slmops model register NAME URI")
         return

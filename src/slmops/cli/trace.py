@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from slmops.cli.common import WorkspaceOption, console, open_workspace, when
+from slmops.cli.common import WorkspaceOption, console, open_workspace, read_database, when
+
+if TYPE_CHECKING:
+    import sqlite3
 
 app = typer.Typer(help="Inspect stored run traces.", no_args_is_help=True)
 
@@ -44,10 +47,15 @@ def list_command(
     workspace: Path | None = WorkspaceOption,
 ) -> None:
     """List the newest traces."""
-    from slmops.store.traces import list_traces
+    status = "error" if errors_only else None
+    with read_database(workspace) as quick:
+        if quick is not None:
+            rows = newest_traces(quick.db, limit=limit, status=status)
+    if quick is None:
+        from slmops.store.traces import list_traces
 
-    with open_workspace(workspace) as ws:
-        rows = list_traces(ws.engine, limit=limit, status="error" if errors_only else None)
+        with open_workspace(workspace) as ws:
+            rows = list_traces(ws.engine, limit=limit, status=status)
     if not rows:
         console.print("No traces yet: run something first (e.g. 'slmops quickstart').")
         return
@@ -64,6 +72,21 @@ def list_command(
             row["trace_id"],
         )
     console.print(table)
+
+
+def newest_traces(
+    db: sqlite3.Connection, *, limit: int, status: str | None
+) -> list[dict[str, Any]]:
+    """The columns of :func:`slmops.store.traces.list_traces` that the listing shows, by the
+    same query, from a :func:`read_database` connection."""
+    where = "WHERE status = ? " if status else ""
+    cursor = db.execute(
+        "SELECT trace_id, name, status, started_at, duration_ms, span_count FROM traces "
+        f"{where}ORDER BY started_at DESC LIMIT ? OFFSET 0",
+        (status, limit) if status else (limit,),
+    )
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
 def _span_label(span: dict[str, Any], show_io: bool) -> str:

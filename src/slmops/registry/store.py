@@ -16,16 +16,20 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from slmops.errors import ModelError, NotFoundError, SlmopsError, UnknownModelError
-from slmops.models.fingerprint import model_digest
-from slmops.models.loading import BUILTIN_CHAT_MODELS, shipped_file
-from slmops.models.uri import ModelURI, parse_model_uri
 from slmops.store.names import name_problem
 from slmops.store.workspace import Workspace
 from slmops.train.tracking import Tracker
+
+if TYPE_CHECKING:
+    from slmops.models.uri import ModelURI
+
+# slmops.models (fingerprints, URIs, the built-in models) is imported where registering or
+# verifying weights needs it: reading versions and aliases (``slmops model list``, the UI)
+# does not, and importing it loads the model backends' modules.
 
 URI_TAG = "slmops.uri"
 SHA_TAG = "slmops.sha256"
@@ -91,6 +95,9 @@ class ModelRegistry:
     ) -> ModelVersion:
         """A new version of ``name`` holding a copy of ``uri``'s weights (or, for a remote
         server, its address)."""
+        from slmops.models.fingerprint import model_digest
+        from slmops.models.uri import parse_model_uri
+
         problem = name_problem("model", name)
         if problem:
             raise RegistryError(problem)
@@ -140,6 +147,8 @@ class ModelRegistry:
 
     def _store_weights(self, name: str, parsed: ModelURI) -> tuple[str, str]:
         """(MLflow source, loadable URI) after copying the weights into the workspace."""
+        from slmops.models.loading import BUILTIN_CHAT_MODELS, shipped_file
+
         if parsed.scheme == "openai":
             return parsed.location, str(parsed)
         files: dict[str, Path] = {}
@@ -226,24 +235,12 @@ class ModelRegistry:
         return self.get(name=name, version=aliases[selector])
 
     def _version(self, found: Any, aliases: Mapping[str, int]) -> ModelVersion:
-        tags = dict(found.tags or {})
-        number = int(found.version)
-        uri = tags.get(URI_TAG) or _uri_from_source(found.name, number, found.source)
-        return ModelVersion(
-            name=found.name,
-            version=number,
-            uri=uri,
-            sha256=tags.get(SHA_TAG) or None,
-            source=found.source,
-            run_id=found.run_id or None,
-            aliases=tuple(sorted(a for a, v in aliases.items() if v == number)),
-            tags=tags,
-            card=found.description or "",
-            created_at=(found.creation_timestamp or 0) / 1000,
-        )
+        return version_from(found, aliases)
 
     def verified(self, version: ModelVersion) -> ModelVersion:
         """``version``, after checking its weights are there and unchanged."""
+        from slmops.models.fingerprint import model_digest
+
         if version.sha256 is None:
             return version
         try:
@@ -275,6 +272,27 @@ class ModelRegistry:
             self.client.delete_registered_model_alias(name, alias)
         else:
             self.client.set_registered_model_alias(name, alias, str(version))
+
+
+def version_from(found: Any, aliases: Mapping[str, int]) -> ModelVersion:
+    """A :class:`ModelVersion` from one of MLflow's (``name``, ``version``, ``tags``,
+    ``source``, ``run_id``, ``description``, ``creation_timestamp``: an MLflow entity, or the
+    rows :mod:`slmops.registry.listing` reads) and its model's aliases."""
+    tags = dict(found.tags or {})
+    number = int(found.version)
+    uri = tags.get(URI_TAG) or _uri_from_source(found.name, number, found.source)
+    return ModelVersion(
+        name=found.name,
+        version=number,
+        uri=uri,
+        sha256=tags.get(SHA_TAG) or None,
+        source=found.source,
+        run_id=found.run_id or None,
+        aliases=tuple(sorted(a for a, v in aliases.items() if v == number)),
+        tags=tags,
+        card=found.description or "",
+        created_at=(found.creation_timestamp or 0) / 1000,
+    )
 
 
 def _format(parsed: ModelURI) -> str:

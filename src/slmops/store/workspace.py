@@ -10,16 +10,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
-
 from slmops.errors import BusyError, WorkspaceError
-from slmops.store import debris
-from slmops.store.artifacts import ArtifactStore, Swept
 from slmops.store.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy import Engine
+
+    from slmops.store.artifacts import ArtifactStore, Swept
+
+# SQLAlchemy, and the artifact store (fsspec) with the debris sweep, are imported when a
+# workspace is opened, not with this module: importing slmops.store (for its settings, say)
+# then costs neither, and the listings that read the database with the standard library
+# (slmops/cli/common.py: read_database) load neither.
 
 DEFAULT_HOME = Path(".slmops")
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,6 +55,9 @@ def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
 
 
 def _create_engine(url: str, synchronous: str = "normal") -> Engine:
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -126,6 +132,8 @@ class Workspace:
     @classmethod
     def open(cls, home: str | Path | None = None, *, migrate: bool = True) -> Workspace:
         """Open (creating if needed) the workspace at ``home`` and bring its schema up to date."""
+        from slmops.store.artifacts import ArtifactStore
+
         path = resolve_home(home)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -147,14 +155,22 @@ class Workspace:
         """Where to make scratch folders, named with :func:`debris.scratch_prefix`
         (``tempfile.TemporaryDirectory(dir=ws.scratch_dir(), prefix=scratch_prefix())``):
         what a killed process leaves there is swept by the next one to open the workspace."""
+        from slmops.store import debris
+
         return debris.scratch_dir(self.home)
 
-    def sweep_debris(self, *, deep: bool = False, max_age_s: float = debris.MAX_AGE_S) -> Swept:
+    def sweep_debris(self, *, deep: bool = False, max_age_s: float | None = None) -> Swept:
         """Remove what killed writers left (scratch folders, temporary artifacts): at once
         when their process is gone from this machine, after ``max_age_s`` when it cannot be
         checked from here. Every open does the cheap part (two folder listings); ``deep``
-        walks the workspace and the artifact store for older kinds of leftovers too. Never
-        fails the caller: what cannot be removed is kept (and listed as kept)."""
+        walks the workspace and the artifact store for older kinds of leftovers too
+        (``max_age_s`` default: :data:`debris.MAX_AGE_S`). Never fails the caller: what
+        cannot be removed is kept (and listed as kept)."""
+        from slmops.store import debris
+        from slmops.store.artifacts import Swept
+
+        if max_age_s is None:
+            max_age_s = debris.MAX_AGE_S
         try:
             return debris.sweep(self.home, self.artifacts, deep=deep, max_age_s=max_age_s)
         except OSError:
@@ -170,6 +186,9 @@ class Workspace:
         """Whether the database is certainly at the head of the shipped migrations, told
         without Alembic: one row in ``alembic_version`` equal to :func:`_shipped_head`. Any
         doubt (no table yet, no row, several heads, an unreadable file) answers False."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
         head = _shipped_head()
         if head is None:
             return False
@@ -194,6 +213,8 @@ class Workspace:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
 
         head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
         try:
