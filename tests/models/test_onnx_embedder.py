@@ -22,12 +22,15 @@ from slmops.models import loading
 from slmops.models.embedders import SentenceTransformerEmbedder
 from slmops.models.loading import load_embedder, shipped_file
 from slmops.models.onnx_embedder import (
+    MAX_PADDING,
+    MIN_BATCH_TOKENS,
     OnnxEmbedder,
     OnnxUnsupportedError,
     _write_atomically,
     cache_dir_for,
     compare_embedders,
     ensure_graph,
+    plan_batches,
     read_pipeline,
 )
 from slmops.store.settings import Settings, current_embedder_backend, load_settings
@@ -144,6 +147,50 @@ def test_batching_and_order_do_not_change_vectors(onnx_embedder):
     assert np.min(np.sum(whole * reordered, axis=1)) > 0.9999
     assert onnx_embedder.embed([]).shape == (0, 384)
     assert onnx_embedder.embed(("a tuple", "works")).shape == (2, 384)
+
+
+def test_uniform_lengths_are_batched_by_batch_size():
+    assert plan_batches(np.full(70, 48), 32) == [slice(0, 32), slice(32, 64), slice(64, 70)]
+    assert plan_batches(np.full(3, 256), 1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert plan_batches(np.zeros(0, dtype=np.int64), 32) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mixed_lengths_are_cut_where_padding_would_waste_work(seed):
+    rng = np.random.default_rng(seed)
+    lengths = np.sort(rng.integers(3, 257, size=int(rng.integers(1, 200))))[::-1]
+    batches = plan_batches(lengths, 32)
+    assert [i for b in batches for i in range(b.start, b.stop)] == list(range(len(lengths)))
+    for batch in batches:
+        sizes = lengths[batch]
+        padded = len(sizes) * sizes[0]
+        assert 1 <= len(sizes) <= 32
+        assert len(sizes) == 1 or padded <= max(MIN_BATCH_TOKENS, (1 + MAX_PADDING) * sizes.sum())
+    # the bundled handbook's chunk lengths: 2.1x their tokens in one batch of 32, now ~1.1x
+    handbook = np.array(
+        [173, 132, 115, 108, 98, 95, 89, 77, 71, 70, 69, 63, 60, 59, 58, 54, 51, 40]
+    )
+    padded = sum(len(handbook[b]) * handbook[b][0] for b in plan_batches(handbook, 32))
+    assert padded <= 1.2 * handbook.sum()
+
+
+def test_a_long_text_does_not_pad_the_short_ones(onnx_embedder, monkeypatch):
+    texts = [" ".join(["word"] * 300), *[f"short text number {n}" for n in range(20)]]
+    expected = np.vstack([onnx_embedder.embed([t]) for t in texts])
+    widths: list[tuple[int, int]] = []
+    real = onnx_embedder._embed_batch
+
+    def spy(encodings, width):
+        widths.append((len(encodings), width))
+        return real(encodings, width)
+
+    monkeypatch.setattr(onnx_embedder, "_embed_batch", spy)
+    vectors = onnx_embedder.embed(texts, batch_size=32)
+    # one short text may ride along (2 x 256 tokens is still a small run), not 20 of them
+    assert widths[0][1] == 256 and widths[0][0] <= 1 + MIN_BATCH_TOKENS // 256
+    assert len(widths) == 2 and widths[1][1] < 20
+    assert sum(n for n, _ in widths) == len(texts)
+    assert np.min(np.sum(vectors * expected, axis=1)) > 0.9999
 
 
 def test_int8_stays_close_to_torch(int8_embedder, torch_embedder):

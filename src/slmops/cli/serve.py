@@ -32,6 +32,13 @@ def serve_command(
         help="Generations a local GGUF model decodes together (its llama.cpp slots); "
         "default: $SLMOPS_LLAMA_SLOTS or 4.",
     ),
+    threads: int | None = typer.Option(
+        None,
+        min=1,
+        max=512,
+        help="Compute threads of a local GGUF model; default: $SLMOPS_LLAMA_THREADS or one "
+        "per core. Fewer than the cores keep it fast when the machine is overloaded.",
+    ),
     prefix_reuse: bool = typer.Option(
         True,
         "--prefix-reuse/--no-prefix-reuse",
@@ -98,6 +105,8 @@ def serve_command(
     # The engine reads its layout from the environment when a model loads (build_catalog).
     if parallel is not None:
         os.environ["SLMOPS_LLAMA_SLOTS"] = str(parallel)
+    if threads is not None:
+        os.environ["SLMOPS_LLAMA_THREADS"] = str(threads)
     if not prefix_reuse:
         os.environ["SLMOPS_PREFIX_REUSE"] = "0"
     ws = open_workspace(workspace)
