@@ -16,7 +16,7 @@ from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from slmops.cli.evaluate import app
-from slmops.errors import ConfigError
+from slmops.errors import BusyError
 from slmops.eval.runner import EvalRun, list_runs, load_run, run_state
 from slmops.store import Workspace
 from slmops.store.owners import machine_id
@@ -89,7 +89,7 @@ def test_a_run_still_running_in_another_process_is_not_taken_over(
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         run_id = record(workspace, other.pid)
-        with pytest.raises(ConfigError, match="still running"):
+        with pytest.raises(BusyError, match="still running"):
             EvalRun(workspace, None, []).claim(run_id)  # type: ignore[arg-type]
     finally:
         other.kill()

@@ -184,6 +184,8 @@ def test_ctrl_c_still_reaches_python_after_the_engine_starts(gguf_path):
     back, or Ctrl+C would stop the engine and leave the process running."""
     code = (
         "import os, signal, sys\n"
+        # Python's own handler, even when started with SIGINT ignored (a shell's & job)
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from slmops.models.llamacpp import LlamaCppChatModel, EngineSettings\n"
         f"m = LlamaCppChatModel({str(gguf_path)!r}, settings=EngineSettings(slots=1))\n"
         "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"

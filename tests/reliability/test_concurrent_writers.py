@@ -442,7 +442,8 @@ def test_an_ingest_during_an_eval_run_changes_nothing_the_run_reads(
 
 def test_two_resumes_of_one_eval_run_record_each_case_once(home: Path) -> None:
     """A run resumed twice at once (say, from two terminals) ends complete, each case's
-    result recorded once, neither resume failing on the other's results."""
+    result recorded once: the second resume either joins (both read the run as stopped
+    before either took it) or is refused because the first one's process runs it now."""
     from slmops.eval.runner import list_runs, load_results
     from tests.reliability._harness import finish
     from tests.reliability.test_crash_consistency import ECHO, ECHO_CODE, EVAL_CASES
@@ -459,7 +460,8 @@ def test_two_resumes_of_one_eval_run_record_each_case_once(home: Path) -> None:
     started = finish("eval_start", home, {"stack": "echo", "dataset": "qs"})
     resume = {"args": ["run", "--resume", started["run_id"]]}
     outcomes = settled(race([("eval_cli", resume), ("eval_cli", resume)], home))
-    assert all(o.ok and o.result["exit_code"] == 0 for o in outcomes), outcomes
+    assert all(o.result["exit_code"] == 0 for o in outcomes if o.ok), outcomes
+    assert any(o.ok for o in outcomes), outcomes  # (a refused one gave way as busy)
     with Workspace.open(home) as workspace:
         [record] = list_runs(workspace)
         results = load_results(workspace, record["id"])

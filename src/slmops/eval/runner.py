@@ -28,7 +28,7 @@ from slmops.apps.helpers import OWASP
 from slmops.apps.stack import Stack, to_plain
 from slmops.core.runtime import Runtime, resolving_in, use_runtime
 from slmops.data.corpus import corpora_for
-from slmops.errors import ConfigError, NotFoundError, SlmopsError
+from slmops.errors import BusyError, NotFoundError, SlmopsError
 from slmops.eval.datasets import Datasets, EvalCase
 from slmops.eval.metrics import (
     MRR,
@@ -160,9 +160,9 @@ class EvalRun:
             if run_state({"status": row.status, "config": config}) == "running":
                 owner = _owner(process)
                 if owner is not None and owner.local and owner.pid != os.getpid():
-                    raise ConfigError(
+                    raise BusyError(
                         f"eval run {run_id[:12]} is still running (process {owner.pid} on "
-                        f"{process.get('host', 'this host')})"
+                        f"{process.get('host', 'this host')}); resume it after that one ends"
                     )
             config["process"] = _this_process()
             connection.execute(
