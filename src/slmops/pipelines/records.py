@@ -15,6 +15,7 @@ from sqlalchemy import and_, insert, select, update
 
 from slmops.errors import NotFoundError
 from slmops.pipelines.spec import PipelineError, PipelineSpec
+from slmops.store.owners import pid_alive
 from slmops.store.schema import pipeline_runs, pipeline_steps
 from slmops.store.workspace import Workspace
 
@@ -72,15 +73,7 @@ class RunRecord:
         lives; on another host, assumed (it cannot be checked from here)."""
         if self.status != "running":
             return False
-        if self.host != socket.gethostname():
-            return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's live process
-            return True
-        return True
+        return self.host != socket.gethostname() or pid_alive(self.pid)
 
 
 class PipelineRecords:

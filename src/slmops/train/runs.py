@@ -22,6 +22,7 @@ import slmops
 from slmops.errors import ConfigError, NotFoundError, SlmopsError
 from slmops.models.uri import parse_model_uri
 from slmops.store.names import name_problem
+from slmops.store.owners import pid_alive
 from slmops.store.workspace import Workspace
 from slmops.train.args import TrainArgs, check_args
 from slmops.train.base import BaseCheckpoint, prepare_base
@@ -542,11 +543,8 @@ def state_of(run: TrackedRun) -> str:
     if run.tags.get("slmops.host") == socket.gethostname():
         try:
             pid = int(run.tags.get("slmops.pid", "0"))
-            if pid <= 0:
-                return "crashed"
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except (ProcessLookupError, ValueError):
+        except ValueError:
             return "crashed"
-        except PermissionError:
-            pass  # it exists, as another user's process
+        if not pid_alive(pid):
+            return "crashed"
     return state
