@@ -16,6 +16,7 @@ one being streamed short, which would make it look faster while dropping answers
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: llama_cpp.server's dependencies).
 Run: python bench/bench_serve.py [--requests-per-client 3] [--only slmops-4,native-16]
+(variants: slmops-4, slmops-16, slmops-4-1thread, slmops-4-q8kv, llama-cpp-py, native-4, native-16)
 """
 
 from __future__ import annotations
@@ -208,11 +209,11 @@ def main() -> None:
     args = parser.parse_args()
     gguf = str(_builtin(BUILTIN_CHAT_MODELS, "smollm2-135m", "chat model"))
 
-    def slmops(slots: int) -> tuple:
+    def slmops(slots: int, **settings: str) -> tuple:
         port = free_port()
         command = [sys.executable, "-m", "slmops.cli.main", "serve", "--port", str(port)]
         command += ["-m", f"gguf:{gguf}", "--max-queue", "64"]
-        env = {"SLMOPS_LLAMA_SLOTS": str(slots)}
+        env = {"SLMOPS_LLAMA_SLOTS": str(slots), **settings}
         return command, port, f"gguf:{gguf}", "/readyz", env
 
     def native(slots: int) -> tuple:
@@ -230,6 +231,9 @@ def main() -> None:
     variants = {
         "slmops-4": lambda: slmops(4),
         "slmops-16": lambda: slmops(16),
+        # one engine thread fewer (serve --threads 1), and the 8-bit KV cache: not defaults
+        "slmops-4-1thread": lambda: slmops(4, SLMOPS_LLAMA_THREADS="1"),
+        "slmops-4-q8kv": lambda: slmops(4, SLMOPS_LLAMA_KV_TYPE="q8_0"),
         "llama-cpp-py": llama_cpp_python,
         "native-4": lambda: native(4),
         "native-16": lambda: native(16),
