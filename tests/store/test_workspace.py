@@ -91,6 +91,26 @@ def test_artifacts_round_trip_and_reject_escaping_keys(tmp_path):
     assert not store.exists("corpora/handbook/v1.bin")
 
 
+def test_artifact_delete_gives_way_to_a_concurrent_delete(tmp_path):
+    """Two writers that lost the same version race both delete the same checksum-named
+    file: the second finds it gone between its check and its removal (CI saw this)."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    store.put_bytes("eval-datasets/race/v1-abc.jsonl", b"x")
+    target = tmp_path / "artifacts" / "eval-datasets" / "race" / "v1-abc.jsonl"
+    real_exists = store._fs.exists
+
+    def exists_then_vanish(path: str) -> bool:
+        found = bool(real_exists(path))
+        if found:
+            target.unlink()  # the other writer removes it right after our check
+        return found
+
+    store._fs.exists = exists_then_vanish  # type: ignore[method-assign]
+    store.delete("eval-datasets/race/v1-abc.jsonl")
+    store._fs.exists = real_exists  # type: ignore[method-assign]
+    assert not store.exists("eval-datasets/race/v1-abc.jsonl")
+
+
 def test_artifacts_work_on_other_fsspec_filesystems():
     store = ArtifactStore("memory://slmops-test")
     assert store.uri("a/b") == "memory:///slmops-test/a/b"

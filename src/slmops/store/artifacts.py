@@ -176,9 +176,12 @@ class ArtifactStore:
         return bool(self._fs.exists(self.path(key)))
 
     def delete(self, key: str) -> None:
+        """Remove ``key``; a key that is already gone is no error, since two writers that
+        lost the same race to a third both clean up the same checksum-named file."""
         target = self.path(key)
         if self._fs.exists(target):
-            self._fs.rm(target, recursive=True)
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rm(target, recursive=True)
 
     # --- leftovers ------------------------------------------------------------------------
 
