@@ -53,6 +53,9 @@ class SoakConfig:
     max_tokens: int = 48  # each request asks for 1..max_tokens
     sample_every_s: float = 2.0
     hang_after_s: float = 60.0  # no answer (or no next chunk) within this: a hung request
+    # the server's own bound (serve --request-timeout), under hang_after_s: a generation it
+    # stops is answered 504 (or an error event in a stream), which is not a hang
+    request_timeout_s: float = 45.0
     warmup_s: float = 0.0  # RSS slope from here on; 0: a fifth of the run, at most 60 s
     seed: int = 0
     home: Path | None = None  # the server's workspace; a temporary one when None
@@ -93,7 +96,13 @@ class SoakReport:
         return sum(self.statuses.values())
 
     def server_errors(self) -> int:
-        return sum(n for s, n in self.statuses.items() if s.isdigit() and int(s) >= 500)
+        """5xx other than 504, the server stopping a generation at its request timeout."""
+        return sum(
+            n for s, n in self.statuses.items() if s.isdigit() and int(s) >= 500 and s != "504"
+        )
+
+    def stopped_at_timeout(self) -> int:
+        return self.statuses["504"] + self.statuses["generation_timeout"]
 
     def percentile(self, q: float) -> float:
         values = sorted(self.latencies_200)
@@ -142,7 +151,12 @@ class SoakReport:
             ("streams left mid-way", str(self.disconnects)),
             ("client timeouts (on purpose)", str(self.client_timeouts)),
             ("hung requests", f"{len(self.hung)} (bound {self.config.hang_after_s:g} s)"),
-            ("5xx", str(self.server_errors())),
+            (
+                "stopped by the server",
+                f"{self.stopped_at_timeout()} at --request-timeout "
+                f"{self.config.request_timeout_s:g} s (504 or an error event)",
+            ),
+            ("other 5xx", str(self.server_errors())),
         ]
         if self.samples and self.baseline is not None:
             peak = max(s.rss_mb for s in self.samples)
@@ -411,6 +425,8 @@ def run_soak(config: SoakConfig, *, log: Any = print) -> SoakReport:
             str(config.max_queue),
             "--max-tokens",
             str(config.max_tokens),
+            "--request-timeout",
+            str(config.request_timeout_s),
         ]
         if config.embedder:
             command += ["-e", config.embedder]
@@ -493,7 +509,8 @@ def plot_svg(report: SoakReport) -> str:
     subtitle = (
         f"{report.total} requests: {statuses['200']} answered, {statuses['429']} refused "
         f"with 429, {report.disconnects + report.client_timeouts} abandoned by their client; "
-        f"{len(report.hung)} hung, {report.server_errors()} 5xx"
+        f"{len(report.hung)} hung, {report.stopped_at_timeout()} stopped at the request "
+        f"timeout, {report.server_errors()} other 5xx"
     )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -555,6 +572,9 @@ def main() -> int:
     parser.add_argument("--max-queue", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--hang-after", type=float, default=60.0)
+    parser.add_argument(
+        "--request-timeout", type=float, default=45.0, help="the server's --request-timeout"
+    )
     parser.add_argument("--sample-every", type=float, default=2.0)
     parser.add_argument("--csv", type=Path, help="write the samples here")
     parser.add_argument("--plot", type=Path, help="write an SVG of the samples here")
@@ -569,6 +589,7 @@ def main() -> int:
             max_queue=args.max_queue,
             max_tokens=args.max_tokens,
             hang_after_s=args.hang_after,
+            request_timeout_s=args.request_timeout,
             sample_every_s=args.sample_every,
         )
         report = run_soak(config)

@@ -122,6 +122,13 @@ def test_vectors_are_normalised_float32(onnx_embedder):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def test_idle_worker_threads_sleep_instead_of_spinning(onnx_embedder):
+    """Spinning workers starved llama.cpp's threads in `slmops serve` (see _open_session)."""
+    onnx_embedder.embed(["open the session"])
+    options = onnx_embedder._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_token_counts_and_limits_equal_torch(onnx_embedder, torch_embedder):
     for text in [*varied_texts(), "[CLS] [SEP] [PAD] [MASK]"]:
         assert onnx_embedder.count_tokens(text) == torch_embedder.count_tokens(text), text

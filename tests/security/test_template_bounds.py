@@ -58,6 +58,8 @@ HOSTILE = [
         "{% set x = range(100000)|list %}{% for a in x %}{% for b in x %}{% endfor %}{% endfor %}",
         "took",
     ),
+    ("{{ (range(100000)|batch(1)|list)|sum(start=[])|length }}", "took"),  # quadratic in C
+    ("{{ ([[0] * 1000] * 2000)|sum(start=[])|length }}", "the limit is 1,000,000"),
     (
         "{% macro f() %}{% for i in range(1000) %}{% endfor %}{% endmacro %}"
         "{% for a in range(100000) %}{% for b in range(100) %}{{ f() }}{% endfor %}{% endfor %}",
@@ -128,6 +130,11 @@ def test_a_hostile_chat_template_is_refused_quickly(payload: str, message: str) 
     assert outcome["seconds"] < 5
 
 
+def test_sum_refuses_strings_as_jinja_does() -> None:
+    with pytest.raises(StepInputError, match="can't sum strings"):
+        llm_call("{{ ['a', 'b']|sum(start='') }}").render("q")
+
+
 def test_the_output_limit_and_the_deadline_are_settings(monkeypatch) -> None:
     monkeypatch.setattr(templating, "MAX_OUTPUT_CHARS", 10)
     assert llm_call("{{ input }}").render("0123456789")[-1].content == "0123456789"
@@ -148,12 +155,15 @@ def test_a_template_may_still_compute_within_the_limits() -> None:
         "{% set t %}{% for i in range(3) %}{{ loop.index }}{{ ',' if not loop.last }}"
         "{% endfor %}{% endset %}{{ t }} {{ lipsum(1, html=False)|length > 0 }}"
         " {{ 12345678901|string }} {{ '{:,}'.format(12345678901) }} {{ 7 % 3 }} {{ 'a' + 'b' }}"
+        " {{ [1, 2, 3]|sum }} {{ [[1], [2]]|sum(start=[]) }} {{ [{'p': 2}, {'p': 3}]|sum('p', 1) }}"
     )
     rendered = llm_call(template).render("q")[-1].content
     plain = ImmutableSandboxedEnvironment(undefined=StrictUndefined).from_string(template)
     assert rendered == plain.render(input="q")
     assert rendered.startswith("ababab 18446744073709551616 [1, 2, 1, 2] 003.1|x   |     r")
-    assert rendered.endswith(" a-a-a a1[2] ayya 1,2,3 True 12345678901 12,345,678,901 1 ab")
+    assert rendered.endswith(
+        " a-a-a a1[2] ayya 1,2,3 True 12345678901 12,345,678,901 1 ab 6 [1, 2] 6"
+    )
 
 
 def test_ordinary_templates_render_exactly_as_before() -> None:

@@ -37,7 +37,7 @@ def serve_command(
         min=1,
         max=512,
         help="Compute threads of a local GGUF model; default: $SLMOPS_LLAMA_THREADS or one "
-        "per core. Fewer than the cores keep it fast when the machine is overloaded.",
+        "per core. Fewer than the cores leave room for other heavy work on the machine.",
     ),
     prefix_reuse: bool = typer.Option(
         True,
@@ -49,6 +49,11 @@ def serve_command(
         10.0,
         help="Seconds a request's headers may take to arrive; then 408 and the connection "
         "closes (slow clients holding connections).",
+    ),
+    request_timeout: float = typer.Option(
+        300.0,
+        help="Seconds a chat or completion request may take, waiting in line included; then "
+        "429 (still in line) or 504 (generation stopped). 0: no limit.",
     ),
     max_tokens: int = typer.Option(2048, help="Largest max_tokens a request may ask for."),
     cors_origin: list[str] = typer.Option([], help="Allow browser calls from this origin."),
@@ -96,6 +101,8 @@ def serve_command(
         raise ConfigError("--follow-interval must be above 0 seconds")
     if not header_timeout > 0:
         raise ConfigError("--header-timeout must be above 0 seconds")
+    if not request_timeout >= 0:  # (also refuses NaN)
+        raise ConfigError("--request-timeout must be 0 (no limit) or above")
     if not 0 <= monitor_share <= 1 or monitor_interval <= 0:
         raise ConfigError("--monitor-share must be within 0-1 and --monitor-interval above 0")
     if ui and cors_origin and not keys:
@@ -125,6 +132,7 @@ def serve_command(
         local_concurrency=parallel,
         max_body_bytes=max_body_bytes,
         header_timeout_s=header_timeout,
+        request_timeout_s=request_timeout or None,
         max_tokens_limit=max_tokens,
         default_max_tokens=min(256, max_tokens),
         cors_origins=tuple(cors_origin),

@@ -103,6 +103,10 @@ class ServeConfig:
     # a request's headers must arrive whole within this (slowloris), or 408 and the connection
     # closes; None: no limit. Enforced by uvicorn's protocol (serve/connections.py), not the app.
     header_timeout_s: float | None = DEFAULT_HEADER_TIMEOUT_S
+    # A chat or completion request's whole time in this server, waiting in line included; past
+    # it, a request still in line gets 429 (queue_timeout) and a generation is stopped with 504
+    # (generation_timeout), so no request hangs however loaded the machine is. None: no limit.
+    request_timeout_s: float | None = 300.0
     max_tokens_limit: int = 2048
     default_max_tokens: int = 256
     cors_origins: tuple[str, ...] = ()
@@ -173,6 +177,8 @@ class RequestGuard:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
+        # request deadlines (ServeConfig.request_timeout_s) count from here
+        scope["state"]["arrived"] = asyncio.get_running_loop().time()
         status = {"code": 500, "started": False}
         headers = scope.get("headers", [])
         if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
@@ -265,10 +271,11 @@ _REASONS = {
     408: "a request (headers or body) that did not arrive in time",
     413: "a body over the size limit",
     415: "a body that is not JSON",
-    429: "the waiting line is full (see Retry-After)",
+    429: "the waiting line is full, or a slot did not come free in time (see Retry-After)",
     431: "headers over the size limit",
     500: "a bug (the error names the request id to look for in the logs)",
     503: "nowhere to store feedback",
+    504: "a generation stopped at the server's request timeout (--request-timeout)",
 }
 
 
@@ -466,7 +473,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
     # OpenAI's shape.
     always = (408, 413, 431, 500)
     auth = (401,) if keys else ()
-    generating = errors_documented(*always, *auth, 400, 404, 415, 429)
+    generating = errors_documented(*always, *auth, 400, 404, 415, 429, 504)
 
     # --- operations --------------------------------------------------------------------
 
@@ -606,10 +613,17 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         """Admit the request, then answer it whole or as server-sent events."""
         request.state.model = body.model
         started = time.perf_counter()
+        admission = admission_for(body.model)
+        limit_s = config.request_timeout_s
+        deadline = (
+            None
+            if limit_s is None
+            else getattr(request.state, "arrived", asyncio.get_running_loop().time()) + limit_s
+        )
         try:
-            lease = admission_for(body.model).slot()
+            lease = admission.slot()
             # Enter now, so a full queue answers 429 before any byte of a stream is sent.
-            await _unless_disconnected(request, lease.__aenter__())
+            await _unless_disconnected(request, _by(deadline, lease.__aenter__()))
         except asyncio.CancelledError as gone:
             # the client left while waiting in line: its place goes to the next one
             metrics.requests.labels(endpoint, body.model, "499").inc()
@@ -622,6 +636,17 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
                 type="rate_limit_error",
                 code="queue_full",
                 headers={"Retry-After": str(full.retry_after_s)},
+            ) from None
+        except TimeoutError:  # the deadline passed in line
+            metrics.requests.labels(endpoint, body.model, "429").inc()
+            retry_after = admission.retry_after()
+            raise APIError(
+                429,
+                f"The server is busy: no generation slot came free within the request "
+                f"timeout ({limit_s:g} s); retry after {retry_after} s",
+                type="rate_limit_error",
+                code="queue_timeout",
+                headers={"Retry-After": str(retry_after)},
             ) from None
         report = Generation()
 
@@ -680,7 +705,9 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         if not body.stream:
             try:
                 with use_runtime(runtime):
-                    await _unless_disconnected(request, _drain(routed(report)))
+                    await _unless_disconnected(
+                        request, _generating_by(deadline, limit_s, _drain(routed(report)))
+                    )
             except BaseException as exc:
                 account(_status_of(exc))
                 raise _as_api_error(exc) from exc
@@ -706,6 +733,11 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         handoff: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
         delivered = asyncio.Event()  # the answer (or its error) went out: the slot may go
 
+        async def hand_over() -> None:
+            async with aclosing(routed(report)) as pieces:
+                async for piece in pieces:
+                    await handoff.put(("piece", piece))  # waits on a slow reader: timed too
+
         async def generate() -> None:
             """The generation, handing its pieces over one by one; then, once the answer is
             out, the slot is released and the request accounted, once, whatever happened."""
@@ -713,9 +745,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
             try:
                 try:
                     with use_runtime(runtime):
-                        async with aclosing(routed(report)) as pieces:
-                            async for piece in pieces:
-                                await handoff.put(("piece", piece))
+                        await _generating_by(deadline, limit_s, hand_over())
                 except Exception as exc:
                     status = _status_of(exc)
                     await handoff.put(("error", exc))
@@ -1203,6 +1233,31 @@ async def _prefixed(prefix: str, pieces: AsyncIterator[str]) -> AsyncIterator[st
 async def _drain(pieces: AsyncIterator[Piece]) -> None:
     async for _ in pieces:
         pass
+
+
+async def _by(deadline: float | None, work: Awaitable[T]) -> T:
+    """``work``, cancelled with TimeoutError at ``deadline`` (the event loop's clock)."""
+    if deadline is None:
+        return await work
+    async with asyncio.timeout_at(deadline):
+        return await work
+
+
+async def _generating_by(deadline: float | None, limit_s: float | None, work: Awaitable[T]) -> T:
+    """``work`` (a generation), stopped at ``deadline`` and answered with 504 then: cancelling
+    it closes the model's stream, as a client leaving does, which frees its slot."""
+    try:
+        return await _by(deadline, work)
+    except TimeoutError:
+        if deadline is None or asyncio.get_running_loop().time() < deadline:
+            raise  # the model's own timeout, not the request's
+        raise APIError(
+            504,
+            f"The answer did not finish within the server's request timeout ({limit_s:g} s); "
+            f"ask for fewer tokens, or retry when the server is less busy",
+            type="server_error",
+            code="generation_timeout",
+        ) from None
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
