@@ -16,6 +16,7 @@ one being streamed short, which would make it look faster while dropping answers
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: llama_cpp.server's dependencies).
 Run: python bench/bench_serve.py [--requests-per-client 3] [--only slmops-4,native-16]
+     [--rounds 4 --levels 1,16]   # servers interleaved, ABBA, figures as medians over rounds
 (variants: slmops-4, slmops-16, slmops-4-1thread, slmops-4-q8kv, llama-cpp-py, native-4, native-16)
 """
 
@@ -59,6 +60,7 @@ class Sample:
     latency_s: float
     ttft_s: float
     tokens: int
+    failed: bool = False  # the connection broke or the server refused: no tokens counted
 
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str) -> Sample:
@@ -90,10 +92,15 @@ async def load(url: str, model: str, clients: int, per_client: int) -> tuple[flo
     async with httpx.AsyncClient(timeout=600) as client:
 
         async def worker(index: int) -> list[Sample]:
-            return [
-                await one_request(client, url, model, PROMPTS[(index + i) % len(PROMPTS)])
-                for i in range(per_client)
-            ]
+            samples = []
+            for i in range(per_client):
+                started = time.perf_counter()
+                try:
+                    prompt = PROMPTS[(index + i) % len(PROMPTS)]
+                    samples.append(await one_request(client, url, model, prompt))
+                except httpx.HTTPError:  # counted, not fatal: the run's other figures stand
+                    samples.append(Sample(time.perf_counter() - started, math.nan, 0, True))
+            return samples
 
         started = time.perf_counter()
         results = await asyncio.gather(*(worker(i) for i in range(clients)))
@@ -140,7 +147,7 @@ p = xllamacpp.CommonParams()
 p.model.path = sys.argv[1]
 slots, port, threads = (int(a) for a in sys.argv[2:5])
 p.n_parallel = slots
-p.n_ctx = 4096 * slots
+p.n_ctx = 2048 * slots  # as slmops (SLMOPS_LLAMA_CONTEXT)
 p.kv_unified = False
 p.port = port
 p.cpuparams.n_threads = p.cpuparams_batch.n_threads = threads
@@ -178,7 +185,8 @@ def measure(
         figures["rss_ready"] = resident_mb(process.pid)
         asyncio.run(load(url, model, 1, 1))  # warm up
         for clients in levels:
-            wall, samples = asyncio.run(load(url, model, clients, per_client))
+            wall, every = asyncio.run(load(url, model, clients, per_client))
+            samples = [s for s in every if not s.failed] or every
             figures[clients] = {
                 "rps": len(samples) / wall,
                 "p50": statistics.median(s.latency_s for s in samples),
@@ -187,6 +195,7 @@ def measure(
                 "ttft95": sorted(s.ttft_s for s in samples)[math.ceil(0.95 * len(samples)) - 1],
                 "tps": sum(s.tokens for s in samples) / wall,
                 "n": len(samples),
+                "failed": sum(s.failed for s in every),
             }
             print(f"  {name}: {clients} clients done", file=sys.stderr)
         figures["rss_after"] = resident_mb(process.pid)
@@ -206,7 +215,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every variant this many times, interleaved (A B, B A, ...), and report "
+        "medians and paired ratios: the host's speed drifts more over minutes than the gaps",
+    )
+    parser.add_argument("--levels", default="1,4,16", help="concurrent clients, comma-separated")
     args = parser.parse_args()
+    levels = tuple(int(level) for level in args.levels.split(","))
     gguf = str(_builtin(BUILTIN_CHAT_MODELS, "smollm2-135m", "chat model"))
 
     def slmops(slots: int, **settings: str) -> tuple:
@@ -253,28 +271,38 @@ def main() -> None:
         f"request, {defaults['rss_embedded']:.0f} MB after an embeddings request"
         " (targets < 3 s, < 350 MB)"
     )
-    results = {}
-    for name in chosen:
-        command, port, model, ready, env = variants[name]()
-        try:
-            results[name] = measure(
-                name, command, port, model, ready, args.requests_per_client, env
-            )
-        except Exception as exc:  # one server that fails does not lose the others' figures
-            print(f"  {name}: {exc}", file=sys.stderr)
+    rounds: list[dict[str, dict]] = []
+    for index in range(max(args.rounds, 1)):
+        this_round: dict[str, dict] = {}
+        for name in chosen if index % 2 == 0 else chosen[::-1]:
+            command, port, model, ready, env = variants[name]()
+            try:
+                this_round[name] = measure(
+                    name, command, port, model, ready, args.requests_per_client, env, levels
+                )
+            except Exception as exc:  # one server that fails does not lose the others' figures
+                print(f"  {name}: {exc}", file=sys.stderr)
+        rounds.append(this_round)
+    results = {
+        name: _median_figures([r[name] for r in rounds if name in r])
+        for name in chosen
+        if any(name in r for r in rounds)
+    }
     print(
         f"\nStreaming chat, 64 new tokens at most, {args.requests_per_client} requests per client"
+        + (f"; medians of {len(rounds)} interleaved rounds" if len(rounds) > 1 else "")
     )
     header = f"  {'clients':<8}{'':<13}{'req/s':>7}{'p50 s':>7}{'p95 s':>7}"
     print(header + f"{'TTFT p50':>9}{'TTFT p95':>9}{'tok/s':>8}")
-    for clients in LEVELS:
+    for clients in levels:
         for name, figures in results.items():
             if clients not in figures:
                 continue
             f = figures[clients]
+            failed = f"  ({f['failed']} requests failed)" if f["failed"] else ""
             print(
                 f"  {clients:<8}{name:<13}{f['rps']:>7.2f}{f['p50']:>7.2f}{f['p95']:>7.2f}"
-                f"{f['ttft']:>9.2f}{f['ttft95']:>9.2f}{f['tps']:>8.1f}"
+                f"{f['ttft']:>9.2f}{f['ttft95']:>9.2f}{f['tps']:>8.1f}{failed}"
             )
     print(f"\n  {'server':<14}{'ready s':>8}{'RSS ready MB':>14}{'RSS after MB':>14}")
     for name, figures in results.items():
@@ -282,15 +310,48 @@ def main() -> None:
             f"  {name:<14}{figures['ready_s']:>8.1f}{figures['rss_ready']:>14.0f}"
             f"{figures['rss_after']:>14.0f}"
         )
+    if 16 not in levels:
+        return
     for ours in ("slmops-4", "slmops-16"):
         if ours not in results:
             continue
-        at16, alone = results[ours][16]["tps"], results[ours][1]["tps"]
-        print(f"\n  {ours}: 16 clients / 1 client aggregate tokens/s: {at16 / alone:.2f} (>= 1.6)")
+        at16 = results[ours][16]["tps"]
+        if 1 in levels:
+            alone = results[ours][1]["tps"]
+            print(
+                f"\n  {ours}: 16 clients / 1 client aggregate tokens/s: {at16 / alone:.2f} (>= 1.6)"
+            )
         for native_name in ("native-4", "native-16"):
-            if native_name in results:
-                ratio = at16 / results[native_name][16]["tps"]
-                print(f"  {ours} / {native_name} at 16 clients: {ratio:.2f} (target >= 0.95)")
+            # each round's pair ran minutes apart at most: their ratio drifts less than either
+            paired = [
+                r[ours][16]["tps"] / r[native_name][16]["tps"]
+                for r in rounds
+                if ours in r and native_name in r and r[native_name][16]["tps"] > 0
+            ]
+            if paired:
+                each = ", ".join(f"{ratio:.2f}" for ratio in paired)
+                print(
+                    f"  {ours} / {native_name} at 16 clients: {statistics.median(paired):.2f} "
+                    f"(target >= 0.95; by round: {each})"
+                )
+
+
+def _median_figures(runs: list[dict]) -> dict:
+    """One variant's figures over rounds: the median of each, failures summed."""
+    merged: dict = {}
+    for key, first in runs[0].items():
+        if isinstance(first, dict):
+            merged[key] = {
+                field: (
+                    sum(run[key][field] for run in runs)
+                    if field == "failed"
+                    else statistics.median(run[key][field] for run in runs)
+                )
+                for field in first
+            }
+        else:
+            merged[key] = statistics.median(run[key] for run in runs)
+    return merged
 
 
 if __name__ == "__main__":
