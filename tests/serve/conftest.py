@@ -43,6 +43,18 @@ _STACKS = {
 }
 
 
+def read_to_close(connection: socket.socket) -> bytes:
+    """All a raw socket receives until the server closes it; a reset after the answer (the
+    server closed with our last bytes unread) keeps what arrived."""
+    answer = b""
+    try:
+        while chunk := connection.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -33,6 +33,7 @@ from tests.serve.conftest import (
     FAKE_KEY,
     FakeEmbedder,
     fake_server,
+    read_to_close,
 )
 
 AUTH = {"Authorization": f"Bearer {FAKE_KEY}"}
@@ -484,13 +485,7 @@ def _send(url: str, request: bytes, *, pieces: Sequence[bytes] = (), delay: floa
                 connection.sendall(piece)
             except OSError:  # the server answered and closed: stop trickling
                 break
-        answer = b""
-        try:
-            while chunk := connection.recv(65536):
-                answer += chunk
-        except ConnectionResetError:  # closed with our last bytes unread: keep the answer
-            pass
-        return answer
+        return read_to_close(connection)
 
 
 def _head(path: str, length: int) -> bytes:

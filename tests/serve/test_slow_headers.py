@@ -22,7 +22,7 @@ from slmops.serve.connections import header_timeout_protocol
 from slmops.serve.server import running_server
 from slmops.store import Workspace
 from tests.fakes import ScriptedChatModel
-from tests.serve.conftest import FAKE_KEY, fake_catalog, fake_config, free_port
+from tests.serve.conftest import FAKE_KEY, fake_catalog, fake_config, free_port, read_to_close
 
 TIMEOUT_S = 1.0
 SLOW = "local:slow-words"
@@ -82,16 +82,6 @@ def read_answer(connection: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
-
-
-def read_to_close(connection: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := connection.recv(65536):
-            answer += chunk
-    except ConnectionResetError:  # closed with our last bytes unread: keep the answer
-        pass
-    return answer
 
 
 def test_headers_trickled_past_the_deadline_get_a_408_and_the_connection_closes(url: str) -> None:
