@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from slmops.core.runtime import Runtime
@@ -174,3 +175,52 @@ def test_serve_refuses_a_negative_request_timeout() -> None:
     result = CliRunner().invoke(app, ["serve", "--request-timeout", "-1"])
     assert isinstance(result.exception, ConfigError)  # before any model loads
     assert "--request-timeout must be 0 (no limit) or above" in str(result.exception)
+
+
+class SlowEmbedder:
+    """Takes ``seconds`` per call: a call in progress holds the one embedding thread."""
+
+    def __init__(self, uri: str, seconds: float) -> None:
+        self.uri = uri
+        self.seconds = seconds
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        time.sleep(self.seconds)
+        return np.ones((len(texts), 4), dtype="float32")
+
+
+@pytest.mark.parametrize(
+    ("max_queue", "timeout_s", "code"), [(0, 30.0, "queue_full"), (4, 0.3, "queue_timeout")]
+)
+def test_embeddings_wait_in_a_bounded_line_too(
+    tmp_path: Path, max_queue: int, timeout_s: float, code: str
+) -> None:
+    """They had no line of their own: every request queued behind the embedding thread, with
+    no 429 and no bound on the wait."""
+    workspace = Workspace.open(tmp_path / "ws")
+    uri = "local:slow-embedder"
+    catalog = Catalog(embedders={uri: SlowEmbedder(uri, 1.0)})  # type: ignore[dict-item]
+    config = ServeConfig(monitor=None, max_queue=max_queue, request_timeout_s=timeout_s)
+    app = create_app(catalog, Runtime.from_workspace(workspace), config)
+    body = {"model": uri, "input": ["a text"]}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = asyncio.create_task(client.post("/v1/embeddings", json=body))
+            await asyncio.sleep(0.1)  # the first one is embedding now
+            started = time.monotonic()
+            second = await client.post("/v1/embeddings", json=body)
+            waited = time.monotonic() - started
+            return await first, second, waited
+
+    try:
+        first, second, waited = asyncio.run(scenario())
+    finally:
+        workspace.close()
+    assert first.status_code == 200, first.text
+    assert len(first.json()["data"]) == 1
+    assert second.status_code == 429, second.text
+    assert second.json()["error"]["code"] == code
+    assert int(second.headers["Retry-After"]) >= 1
+    assert waited < 0.9  # refused before the first one finished: not queued behind it

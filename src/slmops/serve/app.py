@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -352,6 +352,10 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
     # runs them all: more would only wait, each holding its own idle OpenMP thread team.
     embedding: dict[str, ThreadPoolExecutor] = {}  # made at first use, ended with the app
 
+    # ... and a bounded line in front of it, as for generations: 429 when it is full or the
+    # request's time runs out in it, instead of an unbounded backlog in the thread's queue
+    embedding_line = Admission(config.max_queue, concurrency=1)
+
     def embedding_thread() -> ThreadPoolExecutor:
         if "pool" not in embedding:
             embedding["pool"] = ThreadPoolExecutor(1, thread_name_prefix="slmops-embed")
@@ -613,41 +617,13 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         """Admit the request, then answer it whole or as server-sent events."""
         request.state.model = body.model
         started = time.perf_counter()
-        admission = admission_for(body.model)
         limit_s = config.request_timeout_s
-        deadline = (
-            None
-            if limit_s is None
-            else getattr(request.state, "arrived", asyncio.get_running_loop().time()) + limit_s
-        )
-        try:
-            lease = admission.slot()
-            # Enter now, so a full queue answers 429 before any byte of a stream is sent.
-            await _unless_disconnected(request, _by(deadline, lease.__aenter__()))
-        except asyncio.CancelledError as gone:
-            # the client left while waiting in line: its place goes to the next one
-            metrics.requests.labels(endpoint, body.model, "499").inc()
-            raise _as_api_error(gone) from None
-        except QueueFullError as full:
-            metrics.requests.labels(endpoint, body.model, "429").inc()
-            raise APIError(
-                429,
-                f"The server is busy ({full}); retry after {full.retry_after_s} s",
-                type="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(full.retry_after_s)},
-            ) from None
-        except TimeoutError:  # the deadline passed in line
-            metrics.requests.labels(endpoint, body.model, "429").inc()
-            retry_after = admission.retry_after()
-            raise APIError(
-                429,
-                f"The server is busy: no generation slot came free within the request "
-                f"timeout ({limit_s:g} s); retry after {retry_after} s",
-                type="rate_limit_error",
-                code="queue_timeout",
-                headers={"Retry-After": str(retry_after)},
-            ) from None
+        deadline = _deadline(request, limit_s)
+        try:  # entered now, so a full queue answers 429 before any byte of a stream is sent
+            lease = await _admitted(request, admission_for(body.model), deadline, limit_s)
+        except APIError as refused:
+            metrics.requests.labels(endpoint, body.model, str(refused.status)).inc()
+            raise
         report = Generation()
 
         async def routed(into: Generation) -> AsyncGenerator[Piece, None]:
@@ -959,7 +935,10 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
     @app.post(
         "/v1/embeddings",
         dependencies=posted,
-        responses={**answered(EmbeddingList), **errors_documented(*always, *auth, 400, 404, 415)},
+        responses={
+            **answered(EmbeddingList),
+            **errors_documented(*always, *auth, 400, 404, 415, 429),
+        },
     )
     async def embeddings(request: Request, body: EmbeddingRequest) -> dict[str, Any]:
         request.state.model = body.model
@@ -973,9 +952,20 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         def embed_and_count() -> tuple[Any, int]:  # both off the event loop
             return embedder.embed(texts), sum(counter(t) for t in texts) if counter else 0
 
-        vectors, tokens = await asyncio.get_running_loop().run_in_executor(
-            embedding_thread(), contextvars.copy_context().run, embed_and_count
-        )
+        limit_s = config.request_timeout_s
+        try:
+            lease = await _admitted(request, embedding_line, _deadline(request, limit_s), limit_s)
+        except APIError as refused:
+            metrics.requests.labels("embeddings", body.model, str(refused.status)).inc()
+            raise
+        # Once started, a call runs to its end: its size is bounded by validation (2,048
+        # texts of at most the model's length), and a thread cannot be stopped midway.
+        try:
+            vectors, tokens = await asyncio.get_running_loop().run_in_executor(
+                embedding_thread(), contextvars.copy_context().run, embed_and_count
+            )
+        finally:
+            await lease.__aexit__(None, None, None)
         metrics.requests.labels("embeddings", body.model, "200").inc()
         metrics.latency.labels("embeddings", body.model).observe(time.perf_counter() - started)
         metrics.tokens.labels(body.model, "prompt").inc(tokens)
@@ -1233,6 +1223,45 @@ async def _prefixed(prefix: str, pieces: AsyncIterator[str]) -> AsyncIterator[st
 async def _drain(pieces: AsyncIterator[Piece]) -> None:
     async for _ in pieces:
         pass
+
+
+def _deadline(request: Request, limit_s: float | None) -> float | None:
+    """When a request's time is up (the event loop's clock), counted from its arrival."""
+    if limit_s is None:
+        return None
+    return float(getattr(request.state, "arrived", asyncio.get_running_loop().time()) + limit_s)
+
+
+async def _admitted(
+    request: Request, admission: Admission, deadline: float | None, limit_s: float | None
+) -> AbstractAsyncContextManager[None]:
+    """A slot of ``admission``, entered (the caller exits it): or 429 at once when the line
+    is full, 429 when the deadline passes in line, 499 when the client leaves it first (its
+    place goes to the next one)."""
+    lease = admission.slot()
+    try:
+        await _unless_disconnected(request, _by(deadline, lease.__aenter__()))
+    except asyncio.CancelledError as gone:
+        raise _as_api_error(gone) from None
+    except QueueFullError as full:
+        raise APIError(
+            429,
+            f"The server is busy ({full}); retry after {full.retry_after_s} s",
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(full.retry_after_s)},
+        ) from None
+    except TimeoutError:
+        retry_after = admission.retry_after()
+        raise APIError(
+            429,
+            f"The server is busy: no slot came free within the request timeout "
+            f"({limit_s:g} s); retry after {retry_after} s",
+            type="rate_limit_error",
+            code="queue_timeout",
+            headers={"Retry-After": str(retry_after)},
+        ) from None
+    return lease
 
 
 async def _by(deadline: float | None, work: Awaitable[T]) -> T:
