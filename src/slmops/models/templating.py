@@ -285,8 +285,8 @@ def _bounded_sum(
     environment: Any, iterable: Iterable[Any], attribute: str | int | None = None, start: Any = 0
 ) -> Any:
     """Jinja's ``sum`` one addition at a time, each checked like ``+``: the built-in ``sum``
-    runs in C, where ``[[0]] * 10**5 |sum(start=[])`` copies a growing list 100,000 times
-    (quadratic) without ever reaching a deadline check."""
+    runs in C, where ``(range(100000)|batch(1)|list)|sum(start=[])`` copies a growing list
+    100,000 times (quadratic) without ever reaching a deadline check."""
     if isinstance(start, str | bytes | bytearray):  # as the built-in refuses it
         raise TypeError("sum() can't sum strings [use ''.join(seq) instead]")
     if attribute is not None:

@@ -105,7 +105,8 @@ class ServeConfig:
     header_timeout_s: float | None = DEFAULT_HEADER_TIMEOUT_S
     # A chat or completion request's whole time in this server, waiting in line included; past
     # it, a request still in line gets 429 (queue_timeout) and a generation is stopped with 504
-    # (generation_timeout), so no request hangs however loaded the machine is. None: no limit.
+    # (generation_timeout), so no request hangs however loaded the machine is. Embeddings are
+    # bounded in their line only (a call once begun runs to its end). None: no limit.
     request_timeout_s: float | None = 300.0
     max_tokens_limit: int = 2048
     default_max_tokens: int = 256
@@ -346,6 +347,18 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
 
     def admission_for(model: str) -> Admission:
         return remote.get(model, local)
+
+    async def admit(
+        request: Request, admission: Admission, endpoint: str, model: str
+    ) -> AbstractAsyncContextManager[None]:
+        """A slot of ``admission``, entered (the caller exits it); a refusal (429, 499) is
+        counted for ``endpoint`` and ``model`` and raised."""
+        limit_s = config.request_timeout_s
+        try:
+            return await _admitted(request, admission, _deadline(request, limit_s), limit_s)
+        except APIError as refused:
+            metrics.requests.labels(endpoint, model, str(refused.status)).inc()
+            raise
 
     state = {"ready": False}
     # Embedders take one call at a time (their tokenizer is not thread-safe), so one thread
@@ -617,13 +630,10 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         """Admit the request, then answer it whole or as server-sent events."""
         request.state.model = body.model
         started = time.perf_counter()
+        # entered now, so a full queue answers 429 before any byte of a stream is sent
+        lease = await admit(request, admission_for(body.model), endpoint, body.model)
         limit_s = config.request_timeout_s
         deadline = _deadline(request, limit_s)
-        try:  # entered now, so a full queue answers 429 before any byte of a stream is sent
-            lease = await _admitted(request, admission_for(body.model), deadline, limit_s)
-        except APIError as refused:
-            metrics.requests.labels(endpoint, body.model, str(refused.status)).inc()
-            raise
         report = Generation()
 
         async def routed(into: Generation) -> AsyncGenerator[Piece, None]:
@@ -952,12 +962,7 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         def embed_and_count() -> tuple[Any, int]:  # both off the event loop
             return embedder.embed(texts), sum(counter(t) for t in texts) if counter else 0
 
-        limit_s = config.request_timeout_s
-        try:
-            lease = await _admitted(request, embedding_line, _deadline(request, limit_s), limit_s)
-        except APIError as refused:
-            metrics.requests.labels("embeddings", body.model, str(refused.status)).inc()
-            raise
+        lease = await admit(request, embedding_line, "embeddings", body.model)
         # Once started, a call runs to its end: its size is bounded by validation (2,048
         # texts of at most the model's length), and a thread cannot be stopped midway.
         try:
