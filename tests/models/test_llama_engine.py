@@ -4,6 +4,7 @@ temperature-0 answer."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -14,7 +15,12 @@ import pytest
 
 from slmops.errors import ConfigError, ModelError
 from slmops.models.base import ChatMessage, GenerationParams
-from slmops.models.llamacpp import EngineSettings, LlamaCppChatModel, check_json_schema
+from slmops.models.llamacpp import (
+    EngineSettings,
+    LlamaCppChatModel,
+    check_json_schema,
+    kv_types,
+)
 from slmops.models.loading import BUILTIN_CHAT_MODELS, shipped_file
 
 SYSTEM = "You are a helpful assistant. Answer briefly and precisely."
@@ -104,6 +110,32 @@ def test_streams_from_many_threads_equal_their_whole_answers(lone, batched):
         assert list(pool.map(streamed, QUESTIONS[:6])) == reference
 
 
+def _long_conversations() -> list[list[ChatMessage]]:
+    """Four prompts of 300-500 tokens (the handbook's pages, two at a time): long enough that
+    a request decoding alone attends over 512 or more KV cells, where ggml's f16/f16 flash
+    attention would split the keys between threads and round otherwise than beside others."""
+    from slmops.apps.quickstart import bundled_docs
+
+    pages = [page.read_text() for page in sorted(bundled_docs().glob("*.md"))]
+    return [
+        [
+            ChatMessage(role="system", content="Answer from the text."),
+            ChatMessage(role="user", content=f"{a}\n{b}\n\nWhat is this text about?"),
+        ]
+        for a, b in itertools.pairwise(pages[:5])
+    ]
+
+
+@pytest.mark.model
+def test_long_prompts_decoded_together_answer_as_alone(lone, batched):
+    conversations = _long_conversations()
+    reference = [lone.chat(c, PARAMS) for c in conversations]
+    assert min(r.usage.prompt_tokens for r in reference) > 300
+    with ThreadPoolExecutor(len(conversations)) as pool:
+        together = list(pool.map(lambda c: batched.chat(c, PARAMS), conversations))
+    assert [r.text for r in together] == [r.text for r in reference]
+
+
 @pytest.mark.model
 def test_closing_a_stream_stops_its_generation(batched):
     before = batched.engine_counters()["tokens_predicted_total"]
@@ -120,10 +152,26 @@ def test_closing_a_stream_stops_its_generation(batched):
 
 
 @pytest.mark.model
+def test_a_stream_never_read_asks_the_engine_for_nothing(batched):
+    before = batched.engine_counters()["tokens_predicted_total"]
+    params = GenerationParams(max_tokens=300)
+    stream = batched.stream(_conversation("Tell me a long story."), params)
+    time.sleep(1.0)  # an engine started at the call would have written tokens by now
+    del stream
+    assert batched.engine_counters()["tokens_predicted_total"] == before
+
+
+@pytest.mark.model
 def test_json_schema_constrains_and_a_bad_schema_is_refused_before_decoding(batched):
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        # Bounded: LLGuidance ends the digits at the bound, where a 135M model left free may
+        # write 1s until max_tokens (whether it stops is chance, and moved with every change
+        # of the engine's rounding).
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "population": {"type": "integer", "minimum": 0, "maximum": 99_999_999},
+        },
         "required": ["city", "population"],
         "additionalProperties": False,
     }
@@ -132,6 +180,7 @@ def test_json_schema_constrains_and_a_bad_schema_is_refused_before_decoding(batc
     reply = batched.chat(_conversation("Which city is the capital of France?"), json_schema=schema)
     value = json.loads(reply.text)
     assert set(value) == {"city", "population"} and isinstance(value["population"], int)
+    assert 0 <= value["population"] <= 99_999_999 and len(value["city"]) <= 40
     with pytest.raises(ModelError, match="not a valid JSON schema at type"):
         batched.chat(_conversation("x"), json_schema={"type": "objectx"})
 
@@ -160,7 +209,8 @@ def test_bad_json_schemas_are_named():
         ("SLMOPS_LLAMA_SLOTS", "0", "between 1 and 64"),
         ("SLMOPS_LLAMA_CONTEXT", "100", "between 256"),
         ("SLMOPS_PREFIX_REUSE", "maybe", "1 \\(on\\) or 0 \\(off\\)"),
-        ("SLMOPS_LLAMA_KV_TYPE", "q2", "f16, q8_0, q4_0"),
+        ("SLMOPS_LLAMA_KV_TYPE", "q2", "f16, bf16, q8_0, q4_0"),
+        ("SLMOPS_LLAMA_KV_TYPE", "f16/bf16/q8_0", "KEYS/VALUES"),
     ],
 )
 def test_engine_settings_from_the_environment_are_checked(monkeypatch, name, value, message):
@@ -175,7 +225,9 @@ def test_engine_settings_defaults_and_switches(monkeypatch):
     monkeypatch.setenv("SLMOPS_PREFIX_REUSE", "off")
     monkeypatch.setenv("SLMOPS_LLAMA_KV_TYPE", "Q8_0")
     settings = EngineSettings.from_environment()
-    assert (settings.slots, settings.prefix_reuse, settings.kv_type) == (16, False, "q8_0")
+    assert (settings.slots, settings.prefix_reuse, settings.kv_type) == (16, False, "q8_0/q8_0")
+    monkeypatch.setenv("SLMOPS_LLAMA_KV_TYPE", " F16 / q8_0 ")
+    assert kv_types(EngineSettings.from_environment().kv_type) == ("f16", "q8_0")
 
 
 @pytest.mark.model

@@ -488,9 +488,12 @@ def test_langchain_bind_tools(real: str) -> None:
         """The weather in a city."""
         return "sunny"
 
+    # room for every call: LangChain leaves parallel calls on, and the 135M model may call the
+    # tool more than once (cut off mid-call, the reply would be text, not calls)
     llm = ChatOpenAI(
-        base_url=real + "/v1", api_key="x", model=MODEL, max_tokens=40, temperature=0, timeout=120
+        base_url=real + "/v1", api_key="x", model=MODEL, max_tokens=120, temperature=0, timeout=120
     )  # type: ignore[call-arg]
     message = llm.bind_tools([get_weather], tool_choice="get_weather").invoke(ASK[0]["content"])
-    assert [call["name"] for call in message.tool_calls] == ["get_weather"]
-    assert isinstance(message.tool_calls[0]["args"]["city"], str)
+    assert message.tool_calls, message.content
+    assert {call["name"] for call in message.tool_calls} == {"get_weather"}
+    assert all(isinstance(call["args"]["city"], str) for call in message.tool_calls)

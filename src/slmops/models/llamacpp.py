@@ -63,18 +63,25 @@ class EngineSettings:
     16 prompts differed) while separate slots give the lone request's answer."""
 
     slots: int = 4
-    # Each slot's KV cache is allocated whole at start (23 KB a token for SmolLM2-135M in f16):
-    # 4 x 2048 tokens is 188 MB. A RAG prompt with its answer stays under 1,500 tokens.
+    # Each slot's KV cache is allocated whole at start (23 KB a token for SmolLM2-135M in 16
+    # bits): 4 x 2048 tokens is 188 MB. A RAG prompt with its answer stays under 1,500 tokens.
     context_per_slot: int = 2048
     prefix_reuse: bool = True
     threads: int = 0  # 0: one per core
     prompt_cache_mib: int = 0  # llama.cpp's host-memory cache of evicted slots' prompts
-    micro_batch: int = 32  # tokens per forward pass; see _start_engine
-    # The KV cache's number format. "q8_0" (with flash attention, which a quantized V cache
-    # needs) nearly halves it: 4 x 2048 tokens 104 MB instead of 188. Not the default: with
-    # SmolLM2-135M it changed 8 of 16 greedy answers and made grammar-constrained replies run
-    # on to max_tokens (an integer of 1s), which f16 ended.
-    kv_type: str = "f16"
+    micro_batch: int = 512  # tokens per forward pass
+    # The KV cache's number formats, "K/V" (one name: both). The default keeps keys in f16 and
+    # values in bf16 (the same 2 bytes) for exactness, not size: with any pair but f16/f16 (or
+    # f32/f32) ggml's flash attention runs one kernel for every token, a row at a time, in
+    # the cache's order, and adds values up in f32. f16/f16 takes two other kernels: tiles of
+    # 64 queries for prompts read 64 or more tokens at a time, and, for one sequence decoding
+    # alone past 256 tokens of context, keys split between threads and merged. Each rounds
+    # otherwise, so an answer depended on how its prompt was cut and on whether other
+    # requests were decoding beside it (measured: 9 of 12 long prompts answered differently
+    # alone than 4 at a time; bench/bench_exactness.py). "q8_0" nearly halves the cache but
+    # changed 8 of 16 greedy answers of SmolLM2-135M and made grammar-constrained replies run
+    # on to max_tokens.
+    kv_type: str = "f16/bf16"
 
     @classmethod
     def from_environment(cls, n_ctx: int | None = None) -> EngineSettings:
@@ -105,15 +112,27 @@ class EngineSettings:
         )
 
 
-KV_TYPES = ("f16", "q8_0", "q4_0")
+KV_TYPES = ("f16", "bf16", "q8_0", "q4_0")
 
 
 def kv_type_from(raw: str, *, name: str = "SLMOPS_LLAMA_KV_TYPE") -> str:
-    """A KV cache number format given by a user, checked."""
-    value = raw.strip().lower()
-    if value not in KV_TYPES:
-        raise ConfigError(f"{name}={raw!r}: give one of {', '.join(KV_TYPES)}")
-    return value
+    """A KV cache number format given by a user, checked: ``K/V`` or one name for both,
+    written back as ``K/V``."""
+    parts = [part.strip() for part in raw.strip().lower().split("/")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or any(part not in KV_TYPES for part in parts):
+        raise ConfigError(
+            f"{name}={raw!r}: give one of {', '.join(KV_TYPES)} for keys and values, or a"
+            " pair KEYS/VALUES such as f16/bf16"
+        )
+    return "/".join(parts)
+
+
+def kv_types(kv_type: str) -> tuple[str, str]:
+    """(keys' format, values' format) of a checked ``kv_type``."""
+    keys, _, values = kv_type.partition("/")
+    return keys, values or keys
 
 
 class _Sigaction(ctypes.Structure):
@@ -449,7 +468,9 @@ class LlamaCppChatModel:
 
     def _stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
         """The engine calls back on the thread that asked it, until the answer ends or the
-        callback returns True: a thread of its own per stream hands the pieces over."""
+        callback returns True: a thread of its own per stream hands the pieces over. It starts
+        at the first ``next()``, so a stream never read asks the engine for nothing (one begun
+        and dropped stops at its next token: see ``finally``)."""
         request = {**request, "stream": True, "stream_options": {"include_usage": True}}
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
         closed = threading.Event()
@@ -467,11 +488,6 @@ class LlamaCppChatModel:
                 pieces.put(("done", None))
 
         threading.Thread(target=run, name="slmops-llama-stream", daemon=True).start()
-        return self._pieces(pieces, closed)
-
-    def _pieces(
-        self, pieces: queue.Queue[tuple[str, Any]], closed: threading.Event
-    ) -> Iterator[ChatChunk]:
         finish: FinishReason = "stop"
         usage: Usage | None = None
         try:
@@ -529,17 +545,15 @@ def _start_engine(
     params.hostnames = ["127.0.0.1"]
     params.port = 0  # a free port
     params.n_threads_http = 2
-    # Prompts are read in micro-batches of at most 32 tokens: above that ggml switches matrix
-    # kernels, whose rounding differs, so a token's KV (and a greedy answer) would depend on
-    # how many tokens were read with it. At <= 32 it does not: reusing a cached prefix and
-    # decoding beside other requests give the lone request's answer (measured: 8 of 24
-    # multi-turn answers differed at 64 or 512, none at 16, 31 or 32).
     params.n_ubatch = settings.micro_batch
     params.n_batch = max(settings.micro_batch, 512)
-    kv_type = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{settings.kv_type.upper()}")
-    params.cache_type_k = params.cache_type_v = kv_type
-    if settings.kv_type != "f16":  # a quantized V cache needs flash attention
-        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    keys, values = kv_types(settings.kv_type)
+    params.cache_type_k = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{keys.upper()}")
+    params.cache_type_v = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{values.upper()}")
+    # Always flash attention: a quantized V cache needs it, and the exactness argued at
+    # EngineSettings.kv_type is about its kernels (the other attention path changed 5 of 24
+    # multi-turn answers at any micro-batch).
+    params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_ENABLED
     params.endpoint_metrics = True  # tokens read and predicted: benches and tests count them
     key = secrets.token_urlsafe(32)
     params.api_keys = [key]
