@@ -17,7 +17,8 @@ one being streamed short, which would make it look faster while dropping answers
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: llama_cpp.server's dependencies).
 Run: python bench/bench_serve.py [--requests-per-client 3] [--only slmops-4,native-16]
      [--rounds 4 --levels 1,16]   # servers interleaved, ABBA, figures as medians over rounds
-(variants: slmops-4, slmops-16, slmops-4-1thread, slmops-4-q8kv, llama-cpp-py, native-4, native-16)
+(variants: slmops-4, slmops-16, slmops-4-1thread, slmops-4-q8kv, slmops-16-f16kv, llama-cpp-py,
+ native-4, native-16)
 """
 
 from __future__ import annotations
@@ -249,9 +250,12 @@ def main() -> None:
     variants = {
         "slmops-4": lambda: slmops(4),
         "slmops-16": lambda: slmops(16),
-        # one engine thread fewer (serve --threads 1), and the 8-bit KV cache: not defaults
+        # one engine thread fewer (serve --threads 1), the 8-bit KV cache, and the f16 value
+        # cache in 512-token tiles (the fast KV layout whose answers depend on batching):
+        # not defaults
         "slmops-4-1thread": lambda: slmops(4, SLMOPS_LLAMA_THREADS="1"),
         "slmops-4-q8kv": lambda: slmops(4, SLMOPS_LLAMA_KV_TYPE="q8_0"),
+        "slmops-16-f16kv": lambda: slmops(16, SLMOPS_LLAMA_KV_TYPE="f16/f16"),
         "llama-cpp-py": llama_cpp_python,
         "native-4": lambda: native(4),
         "native-16": lambda: native(16),
@@ -292,7 +296,7 @@ def main() -> None:
         f"\nStreaming chat, 64 new tokens at most, {args.requests_per_client} requests per client"
         + (f"; medians of {len(rounds)} interleaved rounds" if len(rounds) > 1 else "")
     )
-    header = f"  {'clients':<8}{'':<13}{'req/s':>7}{'p50 s':>7}{'p95 s':>7}"
+    header = f"  {'clients':<8}{'':<17}{'req/s':>7}{'p50 s':>7}{'p95 s':>7}"
     print(header + f"{'TTFT p50':>9}{'TTFT p95':>9}{'tok/s':>8}")
     for clients in levels:
         for name, figures in results.items():
@@ -301,13 +305,13 @@ def main() -> None:
             f = figures[clients]
             failed = f"  ({f['failed']} requests failed)" if f["failed"] else ""
             print(
-                f"  {clients:<8}{name:<13}{f['rps']:>7.2f}{f['p50']:>7.2f}{f['p95']:>7.2f}"
+                f"  {clients:<8}{name:<17}{f['rps']:>7.2f}{f['p50']:>7.2f}{f['p95']:>7.2f}"
                 f"{f['ttft']:>9.2f}{f['ttft95']:>9.2f}{f['tps']:>8.1f}{failed}"
             )
-    print(f"\n  {'server':<14}{'ready s':>8}{'RSS ready MB':>14}{'RSS after MB':>14}")
+    print(f"\n  {'server':<18}{'ready s':>8}{'RSS ready MB':>14}{'RSS after MB':>14}")
     for name, figures in results.items():
         print(
-            f"  {name:<14}{figures['ready_s']:>8.1f}{figures['rss_ready']:>14.0f}"
+            f"  {name:<18}{figures['ready_s']:>8.1f}{figures['rss_ready']:>14.0f}"
             f"{figures['rss_after']:>14.0f}"
         )
     if 16 not in levels:
