@@ -112,6 +112,22 @@ def fake_server(root: Path, **config: Any) -> Iterator[str]:
         workspace.close()
 
 
+@contextmanager
+def shipped_model_server(root: Path, model: str) -> Iterator[str]:
+    """slmops serve over a real model (no stacks, embedders or monitor) on a loopback port, in a
+    fresh workspace in ``root``; yields its base URL."""
+    from slmops.serve.server import build_catalog
+
+    workspace = Workspace.open(root / "ws")
+    catalog = build_catalog(workspace, models=[model], stacks=[], embedders=[])
+    runtime = Runtime.from_workspace(workspace)
+    try:
+        with running_server(catalog, runtime, ServeConfig(monitor=None), port=free_port()) as url:
+            yield url
+    finally:
+        workspace.close()
+
+
 @pytest.fixture(scope="module")
 def fake_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     app, workspace = fake_app(tmp_path_factory.mktemp("fake-serve"))

@@ -11,7 +11,6 @@ LangChain's ``with_structured_output``.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from slmops.models.base import ChatMessage, ChatResult, GenerationParams, Usage
 from slmops.serve.app import Catalog, ServeConfig, create_app
 from slmops.store import Workspace
 from tests.fakes import ScriptedChatModel
-from tests.serve.conftest import fake_catalog
+from tests.serve.conftest import fake_catalog, shipped_model_server
 
 URL = "/v1/chat/completions"
 LOCAL, REMOTE, HF, TRUNCATED = "local:json", "openai:remote", "hf:checkpoint", "local:truncated"
@@ -306,23 +305,10 @@ class City(BaseModel):
     country: str
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from slmops.serve.server import build_catalog, running_server
-
-    workspace = Workspace.open(tmp_path_factory.mktemp("structured-real") / "ws")
-    catalog = build_catalog(workspace, models=[MODEL], stacks=[], embedders=[])
-    runtime = Runtime.from_workspace(workspace)
-    config = ServeConfig(monitor=None)
-    with running_server(catalog, runtime, config, port=_free_port()) as url:
+    with shipped_model_server(tmp_path_factory.mktemp("structured-real"), MODEL) as url:
         yield url
-    workspace.close()
 
 
 @pytest.mark.model

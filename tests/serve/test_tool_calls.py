@@ -11,7 +11,6 @@ with the tool's result) and LangChain's ``bind_tools``.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +26,7 @@ from slmops.serve.app import Catalog, ServeConfig, create_app
 from slmops.serve.structured import MAX_PARALLEL_CALLS
 from slmops.store import Workspace
 from tests.fakes import ScriptedChatModel
-from tests.serve.conftest import fake_catalog
+from tests.serve.conftest import fake_catalog, shipped_model_server
 
 URL = "/v1/chat/completions"
 LOCAL, REMOTE, PROSE = "local:tools", "openai:remote", "local:prose"
@@ -425,22 +424,10 @@ def test_what_cannot_call_tools_says_so(served: dict[str, Any]) -> None:
 MODEL = "local:smollm2-135m"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from slmops.serve.server import build_catalog, running_server
-
-    workspace = Workspace.open(tmp_path_factory.mktemp("tools-real") / "ws")
-    catalog = build_catalog(workspace, models=[MODEL], stacks=[], embedders=[])
-    runtime = Runtime.from_workspace(workspace)
-    with running_server(catalog, runtime, ServeConfig(monitor=None), port=_free_port()) as url:
+    with shipped_model_server(tmp_path_factory.mktemp("tools-real"), MODEL) as url:
         yield url
-    workspace.close()
 
 
 @pytest.mark.model
