@@ -349,13 +349,12 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         return remote.get(model, local)
 
     async def admit(
-        request: Request, admission: Admission, endpoint: str, model: str
+        request: Request, admission: Admission, endpoint: str, model: str, deadline: float | None
     ) -> AbstractAsyncContextManager[None]:
-        """A slot of ``admission``, entered (the caller exits it); a refusal (429, 499) is
-        counted for ``endpoint`` and ``model`` and raised."""
-        limit_s = config.request_timeout_s
+        """A slot of ``admission``, entered by ``deadline`` (the caller exits it); a refusal
+        (429, 499) is counted for ``endpoint`` and ``model`` and raised."""
         try:
-            return await _admitted(request, admission, _deadline(request, limit_s), limit_s)
+            return await _admitted(request, admission, deadline, config.request_timeout_s)
         except APIError as refused:
             metrics.requests.labels(endpoint, model, str(refused.status)).inc()
             raise
@@ -630,10 +629,10 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         """Admit the request, then answer it whole or as server-sent events."""
         request.state.model = body.model
         started = time.perf_counter()
-        # entered now, so a full queue answers 429 before any byte of a stream is sent
-        lease = await admit(request, admission_for(body.model), endpoint, body.model)
         limit_s = config.request_timeout_s
-        deadline = _deadline(request, limit_s)
+        deadline = _deadline(request, limit_s)  # for the wait in line and the generation both
+        # entered now, so a full queue answers 429 before any byte of a stream is sent
+        lease = await admit(request, admission_for(body.model), endpoint, body.model, deadline)
         report = Generation()
 
         async def routed(into: Generation) -> AsyncGenerator[Piece, None]:
@@ -962,7 +961,8 @@ def create_app(catalog: Catalog, runtime: Runtime, config: ServeConfig | None = 
         def embed_and_count() -> tuple[Any, int]:  # both off the event loop
             return embedder.embed(texts), sum(counter(t) for t in texts) if counter else 0
 
-        lease = await admit(request, embedding_line, "embeddings", body.model)
+        deadline = _deadline(request, config.request_timeout_s)
+        lease = await admit(request, embedding_line, "embeddings", body.model, deadline)
         # Once started, a call runs to its end: its size is bounded by validation (2,048
         # texts of at most the model's length), and a thread cannot be stopped midway.
         try:
